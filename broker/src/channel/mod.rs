@@ -1,0 +1,3 @@
+//! Channels: queues and topics, their partitions, cursors and dispatch to consumers.
+
+pub mod outbox;

@@ -1,0 +1,296 @@
+//! Broker configuration, layered: built-in defaults < TOML file < `SLUICE_*` environment <
+//! command-line flags.
+//!
+//! The file is `config/sluice.toml` when it exists, or the one named by `--config`. Environment
+//! variables use `__` between levels: `SLUICE_SERVER__MAX_CONNECTIONS=100`. Unknown keys and
+//! invalid values stop startup with an error naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where the default configuration file lives, relative to the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "config/sluice.toml";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file named with `--config` does not exist.
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    /// A source could not be read or a value did not fit its key.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+    /// A value parsed but makes no sense.
+    #[error("invalid configuration: {key}: {problem}")]
+    Value {
+        /// Dotted key path.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// Everything a broker node needs to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Directory holding every partition's log.
+    pub data_dir: PathBuf,
+    /// Address the protocol listener binds.
+    pub listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint.
+    pub metrics_listen: SocketAddr,
+    /// `tracing` filter when `RUST_LOG` is unset.
+    pub log_level: String,
+    /// Connection handling.
+    pub server: ServerConfig,
+    /// Settings a channel gets unless it sets its own.
+    pub channel_defaults: ChannelDefaults,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7480)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9480)),
+            log_level: "info".into(),
+            server: ServerConfig::default(),
+            channel_defaults: ChannelDefaults::default(),
+        }
+    }
+}
+
+/// Limits and timeouts of client connections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Connections beyond this are refused with `TooManyConnections`.
+    pub max_connections: usize,
+    /// Largest frame accepted, header included.
+    pub max_frame_bytes: usize,
+    /// A connection that has not completed its handshake by then is closed.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A connection with no frame for this long and no attached consumer is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// On shutdown, in-flight requests get this long to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_frame_bytes: sluice_protocol::frame::DEFAULT_MAX_FRAME,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// When an append counts as durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// fdatasync before acknowledging (group commit). The default.
+    Always,
+    /// fdatasync every `fsync_interval`; a crash can lose acknowledged messages.
+    Interval,
+    /// Never fsync; the OS decides. A crash can lose acknowledged messages.
+    Never,
+}
+
+/// Channel settings that apply unless a channel sets its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelDefaults {
+    /// Partitions of a new channel.
+    pub partitions: u32,
+    /// Lease (ack deadline) of a delivery.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Durability of appends.
+    pub fsync: Fsync,
+    /// Period of `fsync = "interval"`.
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+    /// A segment rolls when it reaches this size.
+    pub segment_bytes: u64,
+    /// A segment rolls when its first batch is this old.
+    #[serde(with = "humantime_serde")]
+    pub segment_max_age: Duration,
+    /// Largest record batch a producer may send.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for ChannelDefaults {
+    fn default() -> Self {
+        Self {
+            partitions: 1,
+            lease: Duration::from_secs(30),
+            fsync: Fsync::Always,
+            fsync_interval: Duration::from_millis(100),
+            segment_bytes: 128 << 20,
+            segment_max_age: Duration::from_secs(7 * 24 * 3600),
+            max_batch_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Values given on the command line; they override every other layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl BrokerConfig {
+    /// Loads the layers: defaults, `file` (or `config/sluice.toml` if present), `SLUICE_*`
+    /// environment variables, then `overrides`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, key or value that is wrong.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let defaults = config::Config::try_from(&Self::default())?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        match file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.into())),
+            Some(path) => builder = builder.add_source(config::File::from(path)),
+            None => {
+                builder =
+                    builder.add_source(config::File::with_name(DEFAULT_CONFIG_FILE).required(false))
+            }
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("SLUICE")
+                .prefix_separator("_")
+                .separator("__"),
+        );
+        builder = apply_overrides(builder, overrides)?;
+        let loaded: Self = builder.build()?.try_deserialize()?;
+        loaded.validate()?;
+        Ok(loaded)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key, problem: &str| {
+            Err(ConfigError::Value {
+                key,
+                problem: problem.into(),
+            })
+        };
+        let d = &self.channel_defaults;
+        if d.partitions == 0 {
+            return bad("channel_defaults.partitions", "must be at least 1");
+        }
+        if d.lease.is_zero() {
+            return bad("channel_defaults.lease", "must be longer than 0");
+        }
+        if d.segment_bytes < 4096 {
+            return bad("channel_defaults.segment_bytes", "must be at least 4096");
+        }
+        if self.server.max_frame_bytes < 1024 {
+            return bad("server.max_frame_bytes", "must be at least 1024");
+        }
+        if d.max_batch_bytes + 4096 > self.server.max_frame_bytes {
+            return bad(
+                "channel_defaults.max_batch_bytes",
+                "must leave room for a frame header within server.max_frame_bytes",
+            );
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `--print-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+fn apply_overrides(
+    mut builder: config::ConfigBuilder<config::builder::DefaultState>,
+    o: &Overrides,
+) -> Result<config::ConfigBuilder<config::builder::DefaultState>, ConfigError> {
+    if let Some(dir) = &o.data_dir {
+        builder = builder.set_override("data_dir", dir.to_string_lossy().into_owned())?;
+    }
+    if let Some(addr) = o.listen {
+        builder = builder.set_override("listen", addr.to_string())?;
+    }
+    if let Some(addr) = o.metrics_listen {
+        builder = builder.set_override("metrics_listen", addr.to_string())?;
+    }
+    Ok(builder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file_with(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_named_config_file_that_does_not_exist_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("none.toml");
+        let err = BrokerConfig::load(Some(&file), &Overrides::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingFile(_)));
+    }
+
+    #[test]
+    fn file_values_override_defaults_and_flags_override_the_file() {
+        let file = file_with("data_dir = \"/tmp/x\"\n[channel_defaults]\nlease = \"5s\"\n");
+        let flags = Overrides {
+            data_dir: Some("/tmp/y".into()),
+            ..Overrides::default()
+        };
+        let config = BrokerConfig::load(Some(file.path()), &flags).unwrap();
+        assert_eq!(config.channel_defaults.lease, Duration::from_secs(5));
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/y"));
+        assert_eq!(config.listen, BrokerConfig::default().listen);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_in_the_error() {
+        let file = file_with("[server]\nmax_conections = 5\n");
+        let err = BrokerConfig::load(Some(file.path()), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn an_invalid_value_is_named_in_the_error() {
+        let file = file_with("[channel_defaults]\npartitions = 0\n");
+        let err = BrokerConfig::load(Some(file.path()), &Overrides::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("channel_defaults.partitions"),
+            "{err}"
+        );
+        let file = file_with("[channel_defaults]\nfsync = \"sometimes\"\n");
+        let err = BrokerConfig::load(Some(file.path()), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("sometimes"), "{err}");
+    }
+
+    #[test]
+    fn printed_config_loads_back_to_the_same_values() {
+        let printed = BrokerConfig::default().to_toml();
+        let file = file_with(&printed);
+        let config = BrokerConfig::load(Some(file.path()), &Overrides::default()).unwrap();
+        assert_eq!(config, BrokerConfig::default());
+    }
+}
