@@ -5,4 +5,5 @@
 
 pub mod channel;
 pub mod config;
+pub mod log;
 pub mod server;
