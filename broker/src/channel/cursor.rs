@@ -216,6 +216,15 @@ impl Cursor {
             .collect()
     }
 
+    /// Takes those of `offsets` that `consumer` holds out of flight (for a nack); returns them.
+    pub fn take_held(&mut self, consumer: ConsumerKey, offsets: &[u64]) -> Vec<u64> {
+        let held = self.held_by(consumer, offsets);
+        for &offset in &held {
+            self.cut_in_flight(offset, offset + 1);
+        }
+        held
+    }
+
     /// Sets a new deadline for those of `offsets` that `consumer` holds; returns how many.
     pub fn extend(&mut self, consumer: ConsumerKey, offsets: &[u64], deadline: Instant) -> usize {
         let held = self.held_by(consumer, offsets);

@@ -4,6 +4,13 @@
 //! requests arrive as protocol types, answers leave through an [`outbox::Outbox`], and storage is
 //! the partition's [`crate::log::Log`].
 
+pub mod command;
+pub mod consumer;
 pub mod cursor;
+pub mod delivery;
+pub mod error;
 pub mod outbox;
+pub mod partition;
 pub mod range_set;
+pub mod registry;
+pub mod subscription;
