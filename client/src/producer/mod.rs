@@ -1,0 +1,260 @@
+//! [`Producer`]: publishes to one channel, batching messages per partition.
+//!
+//! A message is encoded once, straight into the record batch of its partition; the batch goes to
+//! the broker when it is full, when the linger time has passed, or (with no linger) as soon as
+//! nothing else is waiting to be batched. Many batches are in flight at once, up to a window;
+//! past it, `send` waits, which is the backpressure.
+//!
+//! Partition choice: a key hashes to its partition; with no key, a publisher-set id does (so
+//! duplicates meet where the broker can drop them); with neither, messages stick to one
+//! partition per batch and the partition rotates round robin from batch to batch.
+
+mod partition;
+mod publish;
+mod task;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_protocol::NewMessage;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::error::{ClientError, Result};
+use crate::Client;
+
+/// Where a published message ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Stored (durable by the channel's durability setting) at this partition and offset.
+    Stored {
+        /// Partition the message went to.
+        partition: u32,
+        /// Its offset there.
+        offset: u64,
+    },
+}
+
+impl Outcome {
+    /// The partition of the stored message.
+    pub fn partition(&self) -> u32 {
+        match self {
+            Self::Stored { partition, .. } => *partition,
+        }
+    }
+
+    /// The offset of the stored message.
+    pub fn offset(&self) -> u64 {
+        match self {
+            Self::Stored { offset, .. } => *offset,
+        }
+    }
+}
+
+/// How a [`Producer`] batches.
+#[derive(Debug, Clone)]
+pub struct ProducerOptions {
+    /// How long an open batch waits for more messages. Zero: send as soon as nothing else is
+    /// queued (batches then form from whatever arrived together).
+    pub linger: Duration,
+    /// Most messages in one batch.
+    pub max_batch_messages: u32,
+    /// Most bytes in one batch (also capped by the broker's frame limit).
+    pub max_batch_bytes: usize,
+    /// Most batches awaiting the broker's answer at once.
+    pub max_in_flight: usize,
+    /// Messages `send` may queue before it waits.
+    pub queue_capacity: usize,
+}
+
+impl Default for ProducerOptions {
+    fn default() -> Self {
+        Self {
+            linger: Duration::ZERO,
+            max_batch_messages: 1000,
+            max_batch_bytes: 1 << 20,
+            max_in_flight: 32,
+            queue_capacity: 16 * 1024,
+        }
+    }
+}
+
+/// Builds a [`Producer`]; see [`Client::producer`].
+#[derive(Debug)]
+pub struct ProducerBuilder {
+    /// Client to publish through.
+    client: Client,
+    /// Target channel.
+    channel: String,
+    /// Batching settings.
+    options: ProducerOptions,
+}
+
+impl ProducerBuilder {
+    /// Sets the linger time (default zero).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.options.linger = linger;
+        self
+    }
+
+    /// Sets the most messages per batch (default 1000).
+    pub fn max_batch_messages(mut self, n: u32) -> Self {
+        self.options.max_batch_messages = n.max(1);
+        self
+    }
+
+    /// Sets the most bytes per batch (default 1 MiB).
+    pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.options.max_batch_bytes = bytes;
+        self
+    }
+
+    /// Sets the most batches in flight (default 32).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.options.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Replaces all options.
+    pub fn options(mut self, options: ProducerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Looks the channel up and starts the producer.
+    ///
+    /// # Errors
+    /// `UnknownChannel`, or a connection error.
+    pub async fn build(mut self) -> Result<Producer> {
+        let meta = self.client.channel_meta(&self.channel).await?;
+        let partitions = u32::try_from(meta.partitions.len())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let frame_limit = self.client.broker_max_frame().await?.saturating_sub(1024);
+        self.options.max_batch_bytes = self.options.max_batch_bytes.min(frame_limit).max(1);
+        let shared = Arc::new(Shared {
+            in_flight: Arc::new(Semaphore::new(self.options.max_in_flight)),
+            client: self.client,
+            channel: self.channel,
+            partitions,
+            round_robin: AtomicU32::new(0),
+            options: self.options,
+        });
+        let (tx, rx) = mpsc::channel(shared.options.queue_capacity.max(1));
+        tokio::spawn(task::Accumulator::new(shared.clone(), rx).run());
+        Ok(Producer { shared, queue: tx })
+    }
+}
+
+/// What the producer handle and its batching task share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Client to publish through.
+    client: Client,
+    /// Target channel.
+    channel: String,
+    /// Partition count, from metadata.
+    partitions: u32,
+    /// Next partition for messages with neither key nor id.
+    round_robin: AtomicU32,
+    /// Batching settings.
+    options: ProducerOptions,
+    /// One permit per batch in flight.
+    in_flight: Arc<Semaphore>,
+}
+
+impl Shared {
+    fn next_round_robin(&self) -> u32 {
+        self.round_robin.fetch_add(1, Ordering::Relaxed) % self.partitions
+    }
+}
+
+/// A request to the batching task.
+pub(crate) enum Submit {
+    /// One message and where its outcome goes.
+    Message(NewMessage, oneshot::Sender<Result<Outcome>>),
+    /// Send every open batch now and answer when all in flight are answered.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Publishes to one channel. Cheap to clone; clones share the batches.
+///
+/// ```no_run
+/// # async fn run(client: sluice_client::Client) -> sluice_client::Result<()> {
+/// use sluice_client::Message;
+/// let producer = client.producer("orders").build().await?;
+/// let outcome = producer.send(Message::new("hello").key("customer-7")).await?;
+/// println!("stored at {}:{}", outcome.partition(), outcome.offset());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Producer {
+    /// Shared with the batching task.
+    shared: Arc<Shared>,
+    /// Queue into the batching task.
+    queue: mpsc::Sender<Submit>,
+}
+
+impl Client {
+    /// Starts building a producer for `channel`.
+    pub fn producer(&self, channel: impl Into<String>) -> ProducerBuilder {
+        ProducerBuilder {
+            client: self.clone(),
+            channel: channel.into(),
+            options: ProducerOptions::default(),
+        }
+    }
+}
+
+impl Producer {
+    /// The channel this producer publishes to.
+    pub fn channel(&self) -> &str {
+        &self.shared.channel
+    }
+
+    /// Number of partitions of the channel.
+    pub fn partitions(&self) -> u32 {
+        self.shared.partitions
+    }
+
+    /// Publishes one message, batched with others, and waits until the broker has stored it.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidMessage`] when it cannot be encoded; the broker's error for its
+    /// batch; [`ClientError::Disconnected`] when the connection dropped before the answer (the
+    /// message may or may not be stored: set an id to make a retry safe).
+    pub async fn send(&self, message: impl Into<NewMessage>) -> Result<Outcome> {
+        let message = message.into();
+        partition::validate(&message)?;
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send(Submit::Message(message, tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Publishes the messages as one batch per partition, in parallel, skipping the linger and
+    /// queue. Outcomes come back in the order of `messages`.
+    ///
+    /// # Errors
+    /// As [`Producer::send`]; the first failing batch fails the call.
+    pub async fn send_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Outcome>> {
+        publish::send_batch(&self.shared, messages).await
+    }
+
+    /// Sends every open batch and waits until all batches in flight are answered.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`] when the batching task has stopped.
+    pub async fn flush(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send(Submit::Flush(tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+}
