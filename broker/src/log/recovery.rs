@@ -116,7 +116,7 @@ fn list(dir: &Path) -> Result<Vec<u64>, LogError> {
 /// Deletes the segments that a purge had already given up, keeping at least the last one.
 fn drop_purged(dir: &Path, bases: Vec<u64>, low_water: u64) -> Result<Vec<u64>, LogError> {
     let keep_from = (1..bases.len())
-        .take_while(|&i| bases[i] <= low_water)
+        .take_while(|&i| bases[i] < low_water)
         .last()
         .unwrap_or(0);
     for &base in &bases[..keep_from] {

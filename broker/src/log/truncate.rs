@@ -67,8 +67,21 @@ impl Log {
         })
         .await?;
         self.queued.clear();
-        self.low_water = self.low_water.min(self.next_offset());
+        if self.low_water > self.next_offset() {
+            // The mark cannot stay above the data, or a reopen would hide new appends.
+            self.low_water = self.next_offset();
+            let (dir, start) = (self.dir.clone(), self.log_start());
+            blocking(move || start.store(&dir)).await?;
+        }
         Ok(())
+    }
+
+    /// The low-water checkpoint as it stands.
+    fn log_start(&self) -> LogStart {
+        LogStart {
+            low_water: self.low_water,
+            prev: self.prev,
+        }
     }
 
     /// Finds entry `cut` in segment `i`.
@@ -115,8 +128,12 @@ impl Log {
         if low_water == next && self.active().len > 0 {
             self.roll()?;
         }
+        // A segment goes when its successor starts below the mark (so none of its batches,
+        // control batches at the mark included, is still readable), or when all is purged.
+        let all = low_water == next;
         let n = (1..self.segments.len())
-            .take_while(|&i| self.segments[i].base_offset <= low_water)
+            .map(|i| self.segments[i].base_offset)
+            .take_while(|&b| b < low_water || (all && b == low_water))
             .count();
         let prev = self.segments[..n].iter().rev().find_map(|s| s.last);
         let start = LogStart {
