@@ -26,12 +26,12 @@ pub enum ClientError {
         leader: Option<String>,
     },
     /// No connection to the broker could be made.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}: {cause}")]
     Connect {
         /// The address tried.
         addr: String,
         /// The socket error.
-        source: Arc<std::io::Error>,
+        cause: Arc<std::io::Error>,
     },
     /// The connection broke while the call was in flight; its outcome is unknown.
     #[error("connection to the broker lost")]
@@ -77,7 +77,7 @@ impl ClientError {
     pub(crate) fn connect(addr: &str, source: std::io::Error) -> Self {
         Self::Connect {
             addr: addr.to_owned(),
-            source: Arc::new(source),
+            cause: Arc::new(source),
         }
     }
 

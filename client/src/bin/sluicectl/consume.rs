@@ -1,0 +1,112 @@
+//! `sluicectl consume`: prints each payload on its own line (or a JSON object per message).
+//!
+//! With `--count N` the consumer's total credit is N, so it never takes more than N deliveries;
+//! it exits after N messages, or when `--timeout` passes with none arriving.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+use sluice_client::{Client, Delivery};
+
+use crate::output::{hex, Out};
+
+/// Prefetch when no count limits it.
+const DEFAULT_PREFETCH: u32 = 256;
+
+#[derive(Debug, clap::Args)]
+pub struct ConsumeArgs {
+    /// Channel name.
+    channel: String,
+    /// Subscription to attach to (default: the queue's own, or a new ephemeral one on a topic).
+    #[arg(long)]
+    subscription: Option<String>,
+    /// Take at most this many messages, then exit.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Exit when no message arrives for this long, e.g. `5s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Do not acknowledge: the messages return to the subscription when this consumer detaches.
+    #[arg(long, conflicts_with = "nack")]
+    no_ack: bool,
+    /// Return each message to the subscription for redelivery instead of acknowledging it.
+    #[arg(long)]
+    nack: bool,
+}
+
+pub async fn run(client: &Client, out: &Out, args: ConsumeArgs) -> anyhow::Result<()> {
+    if args.count == Some(0) {
+        return Ok(());
+    }
+    let prefetch = args.count.map_or(DEFAULT_PREFETCH, |c| {
+        c.min(u64::from(DEFAULT_PREFETCH)) as u32
+    });
+    let mut builder = client.consumer(args.channel.clone()).prefetch(prefetch);
+    if let Some(count) = args.count {
+        builder = builder.limit(count);
+    }
+    if let Some(name) = &args.subscription {
+        builder = builder.subscription(name.clone());
+    }
+    let mut consumer = builder.subscribe().await?;
+    let mut handled = 0u64;
+    while args.count.is_none_or(|c| handled < c) {
+        let next = match args.timeout {
+            Some(t) => match tokio::time::timeout(t, consumer.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => consumer.next().await,
+        };
+        let Some(delivery) = next else { break };
+        let delivery = delivery?;
+        print(out, &delivery)?;
+        settle(&args, &delivery).await?;
+        handled += 1;
+    }
+    consumer.close().await?;
+    Ok(())
+}
+
+async fn settle(args: &ConsumeArgs, delivery: &Delivery) -> anyhow::Result<()> {
+    if args.nack {
+        delivery.nack(Duration::ZERO).await?;
+    } else if !args.no_ack {
+        delivery.ack_nowait()?;
+    }
+    Ok(())
+}
+
+fn print(out: &Out, d: &Delivery) -> anyhow::Result<()> {
+    if !out.json {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(d.payload())?;
+        stdout.write_all(b"\n")?;
+        return Ok(());
+    }
+    let headers: BTreeMap<&str, String> = d
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    let payload = match std::str::from_utf8(d.payload()) {
+        Ok(text) => json!({ "payload": text }),
+        Err(_) => json!({ "payload_hex": hex(d.payload()) }),
+    };
+    let mut object = json!({
+        "partition": d.partition(),
+        "offset": d.offset(),
+        "id": hex(&d.id()),
+        "key": d.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        "headers": headers,
+        "delivery_count": d.delivery_count(),
+        "timestamp": d.timestamp(),
+    });
+    if let (Some(object), Some(payload)) = (object.as_object_mut(), payload.as_object()) {
+        object.extend(payload.clone());
+    }
+    out.json_line(&object)
+}

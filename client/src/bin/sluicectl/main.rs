@@ -1,0 +1,199 @@
+//! `sluicectl`: administer, publish to and consume from a Sluice broker.
+//!
+//! Output is a human-readable table or line by default and JSON with `--json`. Any failure is one
+//! line on standard error and a non-zero exit status.
+
+mod consume;
+mod output;
+mod publish;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sluice_client::types::{ChannelKind, ChannelSettings};
+use sluice_client::Client;
+
+use output::Out;
+
+/// Administer, publish to and consume from a Sluice broker.
+#[derive(Debug, Parser)]
+#[command(name = "sluicectl", version)]
+struct Cli {
+    /// Broker address.
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_BROKER",
+        default_value = "127.0.0.1:7480"
+    )]
+    broker: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, describe, purge and delete channels.
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+    /// Create, list and delete subscriptions.
+    #[command(subcommand)]
+    Subscription(SubscriptionCommand),
+    /// Publish one message, or one per line of standard input.
+    Publish(publish::PublishArgs),
+    /// Consume messages and print their payloads.
+    Consume(consume::ConsumeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ChannelCommand {
+    /// Create a channel.
+    Create {
+        /// Channel name.
+        name: String,
+        /// `queue` (point-to-point) or `topic` (publish-subscribe).
+        #[arg(long)]
+        kind: ChannelKind,
+        /// Number of partitions.
+        #[arg(long)]
+        partitions: Option<u32>,
+        /// Default lease (ack deadline) of deliveries, e.g. `30s`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        lease: Option<Duration>,
+    },
+    /// List channels.
+    List,
+    /// Show a channel's partitions and subscriptions.
+    Describe {
+        /// Channel name.
+        name: String,
+    },
+    /// Delete a channel and its data.
+    Delete {
+        /// Channel name.
+        name: String,
+    },
+    /// Drop all stored messages of a channel, or one subscription's backlog.
+    Purge {
+        /// Channel name.
+        name: String,
+        /// Only this subscription's backlog.
+        #[arg(long)]
+        subscription: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SubscriptionCommand {
+    /// Create a subscription on a topic.
+    Create {
+        /// Channel name.
+        channel: String,
+        /// Subscription name.
+        name: String,
+        /// Keep the cursor across disconnects and restarts.
+        #[arg(long)]
+        durable: bool,
+        /// Lease of this subscription's deliveries, e.g. `30s`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        lease: Option<Duration>,
+    },
+    /// List a channel's subscriptions.
+    List {
+        /// Channel name.
+        channel: String,
+    },
+    /// Delete a subscription.
+    Delete {
+        /// Channel name.
+        channel: String,
+        /// Subscription name.
+        name: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = Out::new(cli.json);
+    let client = Client::connect(cli.broker.clone()).await?;
+    match cli.command {
+        Command::Channel(command) => channel(&client, &out, command).await,
+        Command::Subscription(command) => subscription(&client, &out, command).await,
+        Command::Publish(args) => publish::run(&client, &out, args).await,
+        Command::Consume(args) => consume::run(&client, &out, args).await,
+    }
+}
+
+async fn channel(client: &Client, out: &Out, command: ChannelCommand) -> anyhow::Result<()> {
+    match command {
+        ChannelCommand::Create {
+            name,
+            kind,
+            partitions,
+            lease,
+        } => {
+            let lease_ms = lease.map(|d| d.as_millis() as u64);
+            let settings = ChannelSettings {
+                partitions,
+                lease_ms,
+            };
+            client.create_channel(&name, kind, settings).await?;
+            out.done(&format!("created {kind} {name}"))
+        }
+        ChannelCommand::List => out.channels(&client.list_channels().await?),
+        ChannelCommand::Describe { name } => {
+            out.description(&client.describe_channel(&name).await?)
+        }
+        ChannelCommand::Delete { name } => {
+            client.delete_channel(&name).await?;
+            out.done(&format!("deleted {name}"))
+        }
+        ChannelCommand::Purge { name, subscription } => {
+            client.purge(&name, subscription.as_deref()).await?;
+            out.done(&format!("purged {name}"))
+        }
+    }
+}
+
+async fn subscription(
+    client: &Client,
+    out: &Out,
+    command: SubscriptionCommand,
+) -> anyhow::Result<()> {
+    match command {
+        SubscriptionCommand::Create {
+            channel,
+            name,
+            durable,
+            lease,
+        } => {
+            client
+                .create_subscription(&channel, &name, durable, lease)
+                .await?;
+            let kind = if durable { "durable" } else { "ephemeral" };
+            out.done(&format!("created {kind} subscription {channel}/{name}"))
+        }
+        SubscriptionCommand::List { channel } => {
+            out.subscriptions(&client.list_subscriptions(&channel).await?)
+        }
+        SubscriptionCommand::Delete { channel, name } => {
+            client.delete_subscription(&channel, &name).await?;
+            out.done(&format!("deleted subscription {channel}/{name}"))
+        }
+    }
+}
