@@ -26,6 +26,8 @@ use crate::channel::outbox::Outgoing;
 
 /// Longest wait for the peer to close after we did, so our last frame is not lost to a reset.
 const LINGER: Duration = Duration::from_secs(1);
+/// A peer sending nothing for this long has nothing unread left to cause a reset.
+const LINGER_QUIET: Duration = Duration::from_millis(100);
 /// Most bytes read and discarded while lingering.
 const LINGER_MAX_BYTES: usize = 1 << 20;
 
@@ -257,8 +259,8 @@ impl Connection {
     }
 }
 
-/// Shuts our side down and reads until the peer closes (bounded), so the peer receives our last
-/// frames instead of a reset caused by unread input.
+/// Shuts our side down and reads until the peer closes or goes quiet (bounded), so the peer
+/// receives our last frames instead of a reset caused by input we never read.
 pub async fn linger_close<R: AsyncReadExt + Unpin>(mut read: R, mut write: OwnedWriteHalf) {
     use tokio::io::AsyncWriteExt;
     if write.shutdown().await.is_err() {
@@ -267,7 +269,7 @@ pub async fn linger_close<R: AsyncReadExt + Unpin>(mut read: R, mut write: Owned
     let discard = async {
         let mut buf = vec![0u8; 16 * 1024];
         let mut total = 0;
-        while let Ok(n @ 1..) = read.read(&mut buf).await {
+        while let Ok(Ok(n @ 1..)) = timeout(LINGER_QUIET, read.read(&mut buf)).await {
             total += n;
             if total > LINGER_MAX_BYTES {
                 return;

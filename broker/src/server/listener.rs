@@ -99,6 +99,44 @@ impl Server {
         Acceptor::new(self.listener, &ctx).run().await;
         finish(ctx, self.dispatcher_token).await;
     }
+
+    /// Runs the server in a task of the current runtime, for tests and embedding.
+    pub fn spawn(self) -> RunningServer {
+        let local_addr = self.local_addr;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(self.run(shutdown.clone()));
+        RunningServer {
+            local_addr,
+            shutdown,
+            task,
+        }
+    }
+}
+
+/// A server running in its own task.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The address clients connect to.
+    local_addr: SocketAddr,
+    /// Stops the server when cancelled.
+    shutdown: CancellationToken,
+    /// The task running [`Server::run`].
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Shuts the server down in order and waits until it has stopped.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "server task failed");
+        }
+    }
 }
 
 /// Waits for connections to answer what is in flight, then shuts the dispatcher down.

@@ -19,4 +19,4 @@ mod listener;
 mod refuse;
 mod writer;
 
-pub use listener::{Server, ServerError};
+pub use listener::{RunningServer, Server, ServerError};

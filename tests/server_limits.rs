@@ -1,0 +1,76 @@
+//! Connection limit and idle timeout.
+
+mod server_support;
+
+use std::time::Duration;
+
+use server_support::{handshake, within, RawClient, TestBroker};
+use sluice_protocol::frame::FLAG_RESPONSE;
+use sluice_protocol::{opcode, ErrorCode, Request};
+use tokio::time::Instant;
+
+#[tokio::test]
+async fn a_connection_beyond_the_limit_is_refused_at_its_handshake() {
+    let broker = TestBroker::start_with(|c| c.server.max_connections = 2).await;
+    let first = RawClient::handshaken(broker.addr()).await;
+    let _second = RawClient::handshaken(broker.addr()).await;
+    let mut third = RawClient::connect(broker.addr()).await;
+    third.send(31, &handshake(1, 1)).await;
+    let frame = third
+        .expect_error_and_close(ErrorCode::TooManyConnections)
+        .await;
+    assert_eq!(
+        (frame.correlation_id, frame.opcode),
+        (31, opcode::HANDSHAKE)
+    );
+    drop(first);
+    within(until_a_handshake_succeeds(broker.addr())).await;
+    broker.stop().await;
+}
+
+/// Retries until a connection is admitted (a closed one frees its slot asynchronously).
+async fn until_a_handshake_succeeds(addr: std::net::SocketAddr) {
+    loop {
+        let mut client = RawClient::connect(addr).await;
+        client.send(1, &handshake(1, 1)).await;
+        if client
+            .next_frame()
+            .await
+            .is_some_and(|f| f.flags == FLAG_RESPONSE)
+        {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_without_frames_is_closed_after_the_idle_timeout() {
+    let idle = Duration::from_secs(5);
+    let broker = TestBroker::start_with(|c| c.server.idle_timeout = idle).await;
+    let mut client = RawClient::handshaken(broker.addr()).await;
+    let quiet_since = Instant::now();
+    client.expect_closed().await;
+    assert!(
+        quiet_since.elapsed() >= idle,
+        "closed before the idle timeout"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_keeps_talking_is_not_idle() {
+    let idle = Duration::from_secs(4);
+    let broker = TestBroker::start_with(|c| c.server.idle_timeout = idle).await;
+    let mut client = RawClient::handshaken(broker.addr()).await;
+    let started = Instant::now();
+    let mut correlation_id = 10;
+    while started.elapsed() < idle * 3 {
+        client.send(correlation_id, &Request::ListChannels).await;
+        let frame = client.next_frame().await.expect("still open");
+        assert_eq!(frame.correlation_id, correlation_id);
+        correlation_id += 1;
+        tokio::time::sleep(idle / 4).await;
+    }
+    broker.stop().await;
+}
