@@ -7,29 +7,21 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use sluice_protocol::{opcode, ErrorBody, ErrorCode, Frame, ProtocolError, Request, Response};
-use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::time::{sleep, timeout, timeout_at, Instant};
+use tokio::time::{sleep, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::context::Context;
 use super::dispatch::Session;
 use super::frame_reader::{FrameReader, ReadError};
 use super::handshake::negotiate;
+use super::linger::linger_close;
 use super::writer::{Writer, WriterSignals};
 use crate::channel::outbox::Outgoing;
-
-/// Longest wait for the peer to close after we did, so our last frame is not lost to a reset.
-const LINGER: Duration = Duration::from_secs(1);
-/// A peer sending nothing for this long has nothing unread left to cause a reset.
-const LINGER_QUIET: Duration = Duration::from_millis(100);
-/// Most bytes read and discarded while lingering.
-const LINGER_MAX_BYTES: usize = 1 << 20;
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,24 +249,4 @@ impl Connection {
             _ = linger_close(self.reader.into_inner(), write) => {}
         }
     }
-}
-
-/// Shuts our side down and reads until the peer closes or goes quiet (bounded), so the peer
-/// receives our last frames instead of a reset caused by input we never read.
-pub async fn linger_close<R: AsyncReadExt + Unpin>(mut read: R, mut write: OwnedWriteHalf) {
-    use tokio::io::AsyncWriteExt;
-    if write.shutdown().await.is_err() {
-        return;
-    }
-    let discard = async {
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut total = 0;
-        while let Ok(Ok(n @ 1..)) = timeout(LINGER_QUIET, read.read(&mut buf)).await {
-            total += n;
-            if total > LINGER_MAX_BYTES {
-                return;
-            }
-        }
-    };
-    let _ = timeout(LINGER, discard).await;
 }

@@ -15,6 +15,7 @@ mod context;
 pub mod dispatch;
 mod frame_reader;
 mod handshake;
+mod linger;
 mod listener;
 mod refuse;
 mod writer;

@@ -11,9 +11,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use super::connection::linger_close;
 use super::context::Context;
 use super::frame_reader::FrameReader;
+use super::linger::linger_close;
 
 /// Reads the connection's first frame (within the handshake timeout), answers it with
 /// `TooManyConnections` and closes.
