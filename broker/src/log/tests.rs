@@ -181,10 +181,10 @@ async fn segments_roll_by_age_of_their_first_batch() {
         ..LogConfig::default()
     };
     let mut log = Log::open(dir.path(), config).await.unwrap();
-    log.append(batch(1, 1), 1, 1_000).unwrap();
-    log.append(batch(1, 1), 1, 59_000).unwrap();
+    let _ = log.append(batch(1, 1), 1, 1_000).unwrap();
+    let _ = log.append(batch(1, 1), 1, 59_000).unwrap();
     assert_eq!(log.stats().segments, 1);
-    log.append(batch(1, 1), 1, 61_000).unwrap();
+    let _ = log.append(batch(1, 1), 1, 61_000).unwrap();
     assert_eq!(log.stats().segments, 2);
     log.sync().await.unwrap();
 }
