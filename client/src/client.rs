@@ -13,7 +13,7 @@ use rand::Rng;
 use sluice_protocol::{Request, Response};
 use tokio::sync::OnceCell;
 
-use crate::connection::{ConnectSettings, Connection};
+use crate::connection::{Answer, ConnectSettings, Connection};
 use crate::error::{ClientError, Result};
 
 /// How a [`Client`] connects and reconnects.
@@ -125,6 +125,12 @@ impl Client {
     /// The broker's error, or a connection error.
     pub async fn request(&self, request: &Request) -> Result<Response> {
         self.connection().await?.call(request).await
+    }
+
+    /// Queues a request on the current connection; the answer is awaited separately. Requests
+    /// submitted one after another go on the wire in that order.
+    pub(crate) async fn submit(&self, request: &Request) -> Result<Answer> {
+        self.connection().await?.submit(request).await
     }
 
     /// The largest frame the broker accepts, from the handshake.

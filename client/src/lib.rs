@@ -51,7 +51,7 @@ pub use client::{Client, ClientOptions};
 pub use consumer::{Consumer, ConsumerBuilder, Delivery};
 pub use error::{ClientError, Result};
 pub use message::Message;
-pub use producer::{Outcome, Producer, ProducerBuilder, ProducerOptions};
+pub use producer::{Outcome, PendingOutcome, Producer, ProducerBuilder, ProducerOptions};
 pub use sluice_protocol::{ErrorCode, NewMessage};
 
 /// Wire types used by the administration API, re-exported from the protocol crate.

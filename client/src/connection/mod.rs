@@ -170,8 +170,26 @@ impl Connection {
     ) -> Result<Response> {
         let (tx, rx) = oneshot::channel();
         self.enqueue(request, Some(tx), route).await?;
-        let frame = rx.await.map_err(|_| ClientError::Disconnected)?;
-        decode_answer(request.opcode(), &frame)
+        Answer {
+            opcode: request.opcode(),
+            frame: rx,
+        }
+        .await_response()
+        .await
+    }
+
+    /// Queues a request for writing and returns its answer to await later. Requests submitted
+    /// one after another go on the wire in that order.
+    ///
+    /// # Errors
+    /// [`ClientError::Disconnected`] when the connection is dead.
+    pub(crate) async fn submit(&self, request: &Request) -> Result<Answer> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(request, Some(tx), None).await?;
+        Ok(Answer {
+            opcode: request.opcode(),
+            frame: rx,
+        })
     }
 
     /// Sends a request whose answer nobody waits for (credit grants).
@@ -200,6 +218,25 @@ impl Connection {
             .send(outgoing)
             .await
             .map_err(|_| ClientError::Disconnected)
+    }
+}
+
+/// The answer to a submitted request, still to come.
+pub(crate) struct Answer {
+    /// Opcode of the request, to decode the answer.
+    opcode: u16,
+    /// Filled by the reader task; dropped if the connection dies.
+    frame: oneshot::Receiver<Frame>,
+}
+
+impl Answer {
+    /// Waits for the answer.
+    ///
+    /// # Errors
+    /// The broker's error, or [`ClientError::Disconnected`].
+    pub(crate) async fn await_response(self) -> Result<Response> {
+        let frame = self.frame.await.map_err(|_| ClientError::Disconnected)?;
+        decode_answer(self.opcode, &frame)
     }
 }
 

@@ -13,8 +13,11 @@ mod partition;
 mod publish;
 mod task;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use sluice_protocol::NewMessage;
@@ -49,6 +52,20 @@ impl Outcome {
         match self {
             Self::Stored { offset, .. } => *offset,
         }
+    }
+}
+
+/// The outcome of an [enqueued](Producer::enqueue) message, still to come.
+#[derive(Debug)]
+pub struct PendingOutcome(oneshot::Receiver<Result<Outcome>>);
+
+impl Future for PendingOutcome {
+    type Output = Result<Outcome>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or(Err(ClientError::Closed)))
     }
 }
 
@@ -226,6 +243,30 @@ impl Producer {
     /// batch; [`ClientError::Disconnected`] when the connection dropped before the answer (the
     /// message may or may not be stored: set an id to make a retry safe).
     pub async fn send(&self, message: impl Into<NewMessage>) -> Result<Outcome> {
+        self.enqueue(message).await?.await
+    }
+
+    /// Queues one message for batching and returns its outcome to await later. Messages
+    /// enqueued one after another keep their order within their partition (as with `send`
+    /// awaited one by one), while many are in flight.
+    ///
+    /// ```no_run
+    /// # async fn run(producer: sluice_client::Producer) -> sluice_client::Result<()> {
+    /// let mut pending = Vec::new();
+    /// for line in ["a", "b", "c"] {
+    ///     pending.push(producer.enqueue(sluice_client::Message::new(line)).await?);
+    /// }
+    /// for outcome in pending {
+    ///     println!("stored at offset {}", outcome.await?.offset());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidMessage`] when it cannot be encoded; [`ClientError::Closed`] when
+    /// the batching task has stopped. The returned future fails as [`Producer::send`] does.
+    pub async fn enqueue(&self, message: impl Into<NewMessage>) -> Result<PendingOutcome> {
         let message = message.into();
         partition::validate(&message)?;
         let (tx, rx) = oneshot::channel();
@@ -233,7 +274,7 @@ impl Producer {
             .send(Submit::Message(message, tx))
             .await
             .map_err(|_| ClientError::Closed)?;
-        rx.await.map_err(|_| ClientError::Closed)?
+        Ok(PendingOutcome(rx))
     }
 
     /// Publishes the messages as one batch per partition, in parallel, skipping the linger and

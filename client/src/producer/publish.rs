@@ -4,38 +4,42 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use sluice_protocol::request::Publish;
 use sluice_protocol::{BatchBuilder, NewMessage, RecordBatch, Request, Response};
+use std::future::Future;
 
 use super::partition::{fixed_partition, offsets_from_runs, validate};
 use super::{Outcome, Shared};
 use crate::error::{ClientError, Result};
 
-/// Publishes one batch to one partition and returns each message's outcome, in batch order.
-///
-/// # Errors
-/// The broker's error, or a connection error.
-pub(super) async fn publish(
-    shared: &Shared,
+/// Takes an in-flight permit and puts the batch on the wire, in call order, then returns the
+/// wait for the answer (which holds the permit) as a `'static` future for the caller to spawn.
+/// Batches of one partition dispatched one after another thus reach the broker in order.
+pub(super) async fn dispatch(
+    shared: &Arc<Shared>,
     partition: u32,
     batch: RecordBatch,
-) -> Result<Vec<Outcome>> {
+) -> impl Future<Output = Result<Vec<Outcome>>> + Send + 'static {
     let count = batch.record_count() as usize;
+    let permit = shared.in_flight.clone().acquire_owned().await;
     let request = Request::Publish(Publish {
         channel: shared.channel.clone(),
         partition,
         batch,
     });
-    match shared.client.request(&request).await? {
-        Response::Published(ack) => Ok(offsets_from_runs(&ack.stored, count)?
-            .into_iter()
-            .map(|offset| Outcome::Stored {
-                partition: ack.partition,
-                offset,
-            })
-            .collect()),
-        _ => Err(ClientError::UnexpectedResponse { request: "publish" }),
+    let submitted = shared.client.submit(&request).await;
+    async move {
+        let _permit = permit.map_err(|_| ClientError::Closed)?;
+        match submitted?.await_response().await? {
+            Response::Published(ack) => Ok(offsets_from_runs(&ack.stored, count)?
+                .into_iter()
+                .map(|offset| Outcome::Stored {
+                    partition: ack.partition,
+                    offset,
+                })
+                .collect()),
+            _ => Err(ClientError::UnexpectedResponse { request: "publish" }),
+        }
     }
 }
 
@@ -61,18 +65,15 @@ pub(super) async fn send_batch(
     messages: Vec<NewMessage>,
 ) -> Result<Vec<Outcome>> {
     messages.iter().try_for_each(validate)?;
-    let mut pending = FuturesUnordered::new();
+    let mut pending = Vec::new();
     for (partition, indices, batch) in build_batches(shared, &messages)? {
-        let shared = shared.clone();
-        pending.push(async move {
-            let _permit = shared.in_flight.clone().acquire_owned().await;
-            let outcomes = publish(&shared, partition, batch).await;
-            (indices, outcomes)
-        });
+        let answer = dispatch(shared, partition, batch).await;
+        pending.push((indices, tokio::spawn(answer)));
     }
     let mut results = vec![None; messages.len()];
-    while let Some((indices, outcomes)) = pending.next().await {
-        for (i, outcome) in indices.into_iter().zip(outcomes?) {
+    for (indices, answer) in pending {
+        let outcomes = answer.await.map_err(|_| ClientError::Closed)??;
+        for (i, outcome) in indices.into_iter().zip(outcomes) {
             results[i] = Some(outcome);
         }
     }

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::partition::fixed_partition;
-use super::publish::{is_full, publish, push};
+use super::publish::{dispatch, is_full, push};
 use super::{Outcome, Shared, Submit};
 use crate::error::Result;
 
@@ -130,7 +130,8 @@ impl Accumulator {
         }
     }
 
-    /// Sends one partition's open batch as its own task, once an in-flight permit is free.
+    /// Puts one partition's open batch on the wire once an in-flight permit is free; a task
+    /// waits for the answer.
     async fn flush(&mut self, partition: u32) {
         let Some(open) = self.open.remove(&partition) else {
             return;
@@ -138,18 +139,12 @@ impl Accumulator {
         if partition == self.sticky {
             self.sticky = self.shared.next_round_robin();
         }
-        let Ok(permit) = self.shared.in_flight.clone().acquire_owned().await else {
-            return;
+        let batch = match open.builder.finish() {
+            Ok(batch) => batch,
+            Err(e) => return resolve(open.waiters, Err(e.into())),
         };
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            let result = match open.builder.finish() {
-                Ok(batch) => publish(&shared, partition, batch).await,
-                Err(e) => Err(e.into()),
-            };
-            drop(permit);
-            resolve(open.waiters, result);
-        });
+        let answer = dispatch(&self.shared, partition, batch).await;
+        tokio::spawn(async move { resolve(open.waiters, answer.await) });
     }
 
     async fn wait_in_flight(&self) {

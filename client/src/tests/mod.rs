@@ -198,3 +198,29 @@ async fn connecting_to_nothing_fails_fast_with_a_connect_error() {
     let err = Client::connect(addr.to_string()).await.unwrap_err();
     assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn enqueued_messages_keep_their_order_across_many_batches_in_flight() {
+    let fake = Fake::start(1).await;
+    let client = client(&fake).await;
+    let producer = client
+        .producer("q")
+        .max_batch_messages(7)
+        .max_in_flight(8)
+        .build()
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    for i in 0..2000 {
+        pending.push(
+            producer
+                .enqueue(Message::new(format!("{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    for (i, outcome) in pending.into_iter().enumerate() {
+        assert_eq!(outcome.await.unwrap().offset(), i as u64);
+    }
+    assert!(fake.requests(opcode::PUBLISH).len() >= 2000 / 7);
+}

@@ -4,10 +4,9 @@
 use anyhow::Context;
 use bytes::Bytes;
 use serde_json::json;
-use sluice_client::{Client, Message, Outcome};
+use sluice_client::{Client, Message, Outcome, PendingOutcome};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::output::Out;
 
@@ -85,7 +84,7 @@ pub async fn run(client: &Client, out: &Out, args: PublishArgs) -> anyhow::Resul
         let message = args.message(Bytes::from(payload.clone()));
         return print(out, producer.send(message).await?);
     }
-    let (tx, mut rx) = mpsc::channel::<JoinHandle<sluice_client::Result<Outcome>>>(READ_AHEAD);
+    let (tx, mut rx) = mpsc::channel::<PendingOutcome>(READ_AHEAD);
     let reader = tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).split(b'\n');
         while let Some(mut line) = lines
@@ -97,16 +96,15 @@ pub async fn run(client: &Client, out: &Out, args: PublishArgs) -> anyhow::Resul
                 line.pop();
             }
             let message = args.message(Bytes::from(line));
-            let producer = producer.clone();
-            let send = tokio::spawn(async move { producer.send(message).await });
-            if tx.send(send).await.is_err() {
+            let pending = producer.enqueue(message).await?;
+            if tx.send(pending).await.is_err() {
                 break;
             }
         }
         anyhow::Ok(())
     });
-    while let Some(send) = rx.recv().await {
-        print(out, send.await??)?;
+    while let Some(pending) = rx.recv().await {
+        print(out, pending.await?)?;
     }
     reader.await?
 }
