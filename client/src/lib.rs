@@ -8,6 +8,7 @@
 //!   flight); [`Producer::send`] resolves when the message is stored.
 //! - [`Consumer`]: a [`futures::Stream`] of [`Delivery`] items under a prefetch window;
 //!   [`Delivery::ack`], [`Delivery::nack`], [`Delivery::extend`]; acks coalesce into ranges.
+//! - [`IdempotentReceiver`]: skips message ids already processed (delivery is at least once).
 //! - Administration: [`Client::create_channel`], [`Client::list_channels`], … (see `admin`).
 //!
 //! ```no_run
@@ -41,6 +42,7 @@ mod client;
 mod connection;
 mod consumer;
 mod error;
+mod idempotent;
 mod message;
 mod producer;
 
@@ -50,6 +52,7 @@ mod tests;
 pub use client::{Client, ClientOptions};
 pub use consumer::{Consumer, ConsumerBuilder, Delivery};
 pub use error::{ClientError, Result};
+pub use idempotent::{IdempotentReceiver, MemoryStore, ProcessedStore};
 pub use message::Message;
 pub use producer::{Outcome, PendingOutcome, Producer, ProducerBuilder, ProducerOptions};
 pub use sluice_protocol::{ErrorCode, NewMessage};
