@@ -53,6 +53,11 @@ struct Model {
     term: u64,
     /// Entries below this were purged with everything else (`purge_before(next_offset)`).
     floor: u64,
+    /// The highest low-water mark a purge ever set (truncation may lower `low_water` later,
+    /// which does not bring purged batches back).
+    mark: u64,
+    /// Next entry index at the last purge: later entries were never exposed to a purge.
+    since_purge: u64,
 }
 
 impl Model {
@@ -70,10 +75,21 @@ impl Model {
         (first + u64::from(at) % span).saturating_sub(1)
     }
 
-    fn expect(&self, reached: impl Fn(&RecordBatch) -> bool, max: usize) -> Vec<RecordBatch> {
+    /// What a read should return; `first` is the log's first retained entry (checked separately
+    /// against what purging may drop).
+    fn expect(
+        &self,
+        first: u64,
+        reached: impl Fn(&RecordBatch) -> bool,
+        max: usize,
+    ) -> Vec<RecordBatch> {
         let mut out = Vec::new();
         let mut total = 0;
-        for b in self.batches.iter().filter(|b| reached(b)) {
+        for b in self
+            .batches
+            .iter()
+            .filter(|b| b.entry_index() >= first && reached(b))
+        {
             if total >= max && !out.is_empty() {
                 break;
             }
@@ -135,7 +151,10 @@ async fn step(
                 prop_assert!(got.unwrap().is_empty());
             } else {
                 let reached = |b: &RecordBatch| b.next_offset() > from || b.base_offset() >= from;
-                prop_assert_eq!(got.unwrap(), model.expect(reached, usize::from(max)));
+                prop_assert_eq!(
+                    got.unwrap(),
+                    model.expect(log.first_entry(), reached, usize::from(max))
+                );
             }
         }
         Op::ReadEntries { at, max } => {
@@ -149,7 +168,7 @@ async fn step(
                 let reached = |b: &RecordBatch| b.entry_index() >= from;
                 let want = match from == model.next_entry() {
                     true => Vec::new(),
-                    false => model.expect(reached, usize::from(max)),
+                    false => model.expect(log.first_entry(), reached, usize::from(max)),
                 };
                 prop_assert_eq!(got.unwrap(), want);
             }
@@ -173,8 +192,11 @@ async fn step(
             let offset = Model::pick(model.low_water, model.next_offset(), at);
             log.purge_before(offset).await.unwrap();
             model.low_water = model.low_water.max(offset.min(model.next_offset()));
+            model.mark = model.mark.max(model.low_water);
+            model.since_purge = model.next_entry();
             if model.low_water == model.next_offset() {
-                model.floor = model.next_entry();
+                // Purging up to the end may drop everything (a control-only tail may stay).
+                model.floor = log.first_entry();
             }
         }
         Op::Sync => {
@@ -204,7 +226,10 @@ fn check_bounds(log: &Log, model: &Model) -> Result<(), TestCaseError> {
         .batches
         .iter()
         .filter(|b| b.entry_index() >= model.floor)
-        .find(|b| b.next_offset() > model.low_water || b.base_offset() >= model.low_water);
+        .find(|b| {
+            let (mark, fresh) = (model.mark, b.entry_index() >= model.since_purge);
+            fresh || b.next_offset() > mark || b.base_offset() >= mark
+        });
     if let Some(b) = protected {
         prop_assert!(log.first_entry() <= b.entry_index());
     }

@@ -11,6 +11,7 @@
 //!   corruption: [`LogError::Corrupt`] naming the file and byte position, and the partition
 //!   does not open.
 //! - An `.index` file that is missing or disagrees with the scan is rewritten.
+//! - An empty last segment after another one (a roll interrupted by a crash) is removed.
 //! - Segments wholly below the persisted low-water mark (a purge interrupted by a crash) are
 //!   deleted; leftover `*.tmp` files are removed.
 
@@ -57,6 +58,7 @@ pub(crate) fn recover(dir: &Path, config: &LogConfig) -> Result<Recovered, LogEr
     let start = LogStart::load(dir)?;
     let meta = Meta::load(dir)?;
     let bases = drop_purged(dir, bases, start.low_water)?;
+    let bases = drop_empty_tail(dir, bases)?;
     let mut expect = Expect {
         offset: None,
         entry: start.prev.map(|p| p.index + 1),
@@ -126,6 +128,24 @@ fn drop_purged(dir: &Path, bases: Vec<u64>, low_water: u64) -> Result<Vec<u64>, 
         remove(&log)?;
     }
     Ok(bases[keep_from..].to_vec())
+}
+
+/// Removes an empty last segment that follows another: the log creates the next segment's file
+/// before the writer has synced the previous one, so after a crash the empty file may follow a
+/// segment whose own tail is torn. The previous segment becomes the active one again.
+fn drop_empty_tail(dir: &Path, mut bases: Vec<u64>) -> Result<Vec<u64>, LogError> {
+    while bases.len() > 1 {
+        let (log, index) = paths(dir, bases[bases.len() - 1]);
+        let len = fs::metadata(&log).map_err(|e| LogError::io(&log, e))?.len();
+        if len > 0 {
+            break;
+        }
+        tracing::warn!(path = %log.display(), "removing an empty segment left by an interrupted roll");
+        remove(&index)?;
+        remove(&log)?;
+        bases.pop();
+    }
+    Ok(bases)
 }
 
 /// Removes a file; a file that is already gone is fine.

@@ -125,12 +125,14 @@ impl Log {
         if low_water == self.low_water {
             return Ok(());
         }
+        let before = self.segments.len();
         if low_water == next && self.active().len > 0 {
             self.roll()?;
         }
         // A segment goes when its successor starts below the mark (so none of its batches,
-        // control batches at the mark included, is still readable), or when all is purged.
-        let all = low_water == next;
+        // control batches at the mark included, is still readable), or when everything is
+        // purged and a new empty segment now holds `next_offset`.
+        let all = self.segments.len() > before;
         let n = (1..self.segments.len())
             .map(|i| self.segments[i].base_offset)
             .take_while(|&b| b < low_water || (all && b == low_water))
