@@ -1,0 +1,167 @@
+//! Shared helpers for end-to-end tests: brokers in-process or as child processes, and waiting
+//! on conditions with a timeout instead of sleeping.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use sluice_broker::config::BrokerConfig;
+use sluice_broker::server::Server;
+use sluice_client::{Consumer, Delivery};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Longest any condition in a test may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A broker running inside the test process.
+pub struct TestBroker {
+    /// Address to connect to.
+    pub addr: String,
+    /// Its data directory.
+    pub dir: PathBuf,
+    /// Stops it.
+    shutdown: CancellationToken,
+    /// Its accept loop.
+    task: JoinHandle<()>,
+}
+
+/// A config for a broker on an ephemeral port with data in `dir`.
+pub fn config(dir: &Path) -> BrokerConfig {
+    let mut config = BrokerConfig::default();
+    config.data_dir = dir.to_owned();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+impl TestBroker {
+    /// Starts a broker on an ephemeral port with data in `dir`.
+    pub async fn start(dir: &Path) -> Self {
+        Self::start_with(config(dir)).await
+    }
+
+    /// Starts a broker with `config`.
+    pub async fn start_with(config: BrokerConfig) -> Self {
+        let server = Server::bind(&config).await.expect("broker starts");
+        let addr = server.local_addr().to_string();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        Self {
+            addr,
+            dir: config.data_dir,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Shuts down gracefully and waits until every partition is closed.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("shutdown in time")
+            .unwrap();
+    }
+}
+
+/// Environment variable that turns a test binary into a child broker.
+pub const CHILD_ENV: &str = "SLUICE_TEST_CHILD_BROKER_DIR";
+
+/// A broker in a child process (this test binary re-executed), for kill -9.
+pub struct ChildBroker {
+    /// The process.
+    child: Child,
+    /// Address to connect to.
+    pub addr: String,
+}
+
+impl ChildBroker {
+    /// Runs `entry` (the name of an ignored test in this binary that calls
+    /// [`child_broker_main`]) in a child process with data in `dir`.
+    pub fn spawn(entry: &str, dir: &Path) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                entry,
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("child starts");
+        let stdout = child.stdout.take().unwrap();
+        let addr = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                line.split_once("listening ")
+                    .map(|(_, addr)| addr.trim().to_owned())
+            })
+            .expect("child prints its address");
+        Self { child, addr }
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap(); // Child::kill sends SIGKILL on Unix
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ChildBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The body of the child-broker entry test: runs a broker until killed, if asked to.
+pub fn child_broker_main() {
+    let Some(dir) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let server = Server::bind(&config(Path::new(&dir))).await.unwrap();
+        // On a line of its own: the test harness prints its own words before it.
+        println!("\nlistening {}", server.local_addr());
+        server.run(CancellationToken::new()).await;
+    });
+}
+
+/// Waits for `condition` to hold, polling; fails the test after [`PATIENCE`].
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The next delivery, failing the test if none comes within [`PATIENCE`].
+pub async fn next(consumer: &mut Consumer) -> Delivery {
+    tokio::time::timeout(PATIENCE, consumer.next())
+        .await
+        .expect("a delivery in time")
+        .expect("stream open")
+        .expect("delivery ok")
+}
+
+/// The payload as text.
+pub fn text(d: &Delivery) -> String {
+    String::from_utf8_lossy(d.payload()).into_owned()
+}
