@@ -32,10 +32,11 @@ pub struct TestBroker {
 
 /// A config for a broker on an ephemeral port with data in `dir`.
 pub fn config(dir: &Path) -> BrokerConfig {
-    let mut config = BrokerConfig::default();
-    config.data_dir = dir.to_owned();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config
+    BrokerConfig {
+        data_dir: dir.to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..BrokerConfig::default()
+    }
 }
 
 impl TestBroker {
