@@ -7,7 +7,8 @@
 //!
 //! Partition choice: a key hashes to its partition; with no key, a publisher-set id does (so
 //! duplicates meet where the broker can drop them); with neither, messages stick to one
-//! partition per batch and the partition rotates round robin from batch to batch.
+//! partition per batch and the partition rotates round robin from batch to batch, starting at a
+//! random one.
 
 mod partition;
 mod publish;
@@ -155,7 +156,9 @@ impl ProducerBuilder {
             client: self.client,
             channel: self.channel,
             partitions,
-            round_robin: AtomicU32::new(0),
+            // A random start, so short-lived producers (one `sluicectl publish` each) do not
+            // all pile their messages onto partition 0.
+            round_robin: AtomicU32::new(rand::random_range(0..partitions)),
             options: self.options,
         });
         let (tx, rx) = mpsc::channel(shared.options.queue_capacity.max(1));
