@@ -24,6 +24,9 @@ pub mod request;
 pub mod response;
 pub mod types;
 
+#[cfg(test)]
+mod roundtrip_tests;
+
 pub use batch::{BatchBuilder, BatchError, RecordBatch, Stamp};
 pub use error::{ErrorCode, ProtocolError};
 pub use frame::{Frame, FrameDecoder};

@@ -74,7 +74,7 @@ impl Channel {
             .collect()
     }
 
-    /// The queue's own subscription name, or the default lease for topic subscriptions.
+    /// The channel's default lease of deliveries.
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.spec.lease_ms)
     }
