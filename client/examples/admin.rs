@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = ChannelSettings {
         partitions: Some(2),
         lease_ms: Some(30_000),
+        ..ChannelSettings::default()
     };
     for (name, kind) in [
         ("orders", ChannelKind::Queue),

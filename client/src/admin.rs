@@ -35,7 +35,12 @@ impl Client {
     /// ```no_run
     /// # async fn run(client: sluice_client::Client) -> sluice_client::Result<()> {
     /// use sluice_client::types::{ChannelKind, ChannelSettings};
-    /// let settings = ChannelSettings { partitions: Some(4), lease_ms: Some(30_000) };
+    /// let settings = ChannelSettings {
+    ///     partitions: Some(4),
+    ///     lease_ms: Some(30_000),
+    ///     max_deliveries: Some(5),
+    ///     ..ChannelSettings::default()
+    /// };
     /// client.create_channel("orders", ChannelKind::Queue, settings).await?;
     /// # Ok(())
     /// # }

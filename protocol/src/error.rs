@@ -134,6 +134,8 @@ error_codes! {
     Timeout = 26,
     /// The operation does not fit the channel's kind (e.g. a second subscription on a queue).
     WrongKind = 27,
+    /// A producer batch's sequence skips ahead of the next one expected for its partition.
+    OutOfOrderSequence = 28,
 }
 
 impl From<ErrorCode> for u16 {
@@ -157,6 +159,9 @@ mod tests {
         assert_eq!(u16::from(ErrorCode::MalformedFrame), 1);
         assert_eq!(u16::from(ErrorCode::UnknownChannel), 10);
         assert_eq!(u16::from(ErrorCode::WrongKind), 27);
+        assert_eq!(u16::from(ErrorCode::InvalidMessage), 23);
+        assert_eq!(u16::from(ErrorCode::ProducerFenced), 24);
+        assert_eq!(u16::from(ErrorCode::OutOfOrderSequence), 28);
         assert_eq!(ErrorCode::from(19), ErrorCode::NotLeader);
         assert_eq!(ErrorCode::from(6), ErrorCode::Unknown);
     }

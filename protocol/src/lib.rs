@@ -19,6 +19,7 @@
 pub mod batch;
 pub mod error;
 pub mod frame;
+pub mod headers;
 pub mod message;
 pub mod request;
 pub mod response;
@@ -33,3 +34,4 @@ pub use frame::{Frame, FrameDecoder};
 pub use message::{MessageView, NewMessage};
 pub use request::{opcode, Request};
 pub use response::{Delivery, ErrorBody, Response};
+pub use types::PayloadFormat;

@@ -33,6 +33,8 @@ pub mod opcode {
     pub const DESCRIBE_CHANNEL: u16 = 13;
     /// Purge a channel or a subscription's backlog (admin).
     pub const PURGE: u16 = 14;
+    /// Publish dead letters back to their source channel (admin).
+    pub const REDRIVE: u16 = 15;
     /// Create a subscription.
     pub const CREATE_SUBSCRIPTION: u16 = 20;
     /// Delete a subscription.
@@ -41,6 +43,8 @@ pub mod opcode {
     pub const LIST_SUBSCRIPTIONS: u16 = 22;
     /// Publish a record batch.
     pub const PUBLISH: u16 = 30;
+    /// Open (or bump the epoch of) an idempotent producer session.
+    pub const INIT_PRODUCER: u16 = 31;
     /// Attach a consumer to a subscription.
     pub const SUBSCRIBE: u16 = 40;
     /// Detach a consumer.
@@ -55,6 +59,8 @@ pub mod opcode {
     pub const NACK: u16 = 45;
     /// Extend the lease of deliveries.
     pub const EXTEND: u16 = 46;
+    /// Settle deliveries by dead-lettering them or moving them to the invalid channel.
+    pub const REJECT: u16 = 47;
 }
 
 /// First frame of a connection.
@@ -206,6 +212,41 @@ pub struct Extend {
     pub lease_ms: u64,
 }
 
+/// Settle deliveries as failed for good: dead-letter them, or move them to the invalid channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reject {
+    /// The consumer that received them.
+    pub consumer_id: u64,
+    /// Partition.
+    pub partition: u32,
+    /// Offsets.
+    pub offsets: Vec<u64>,
+    /// Why, for people; goes into `sluice-death-error` or `sluice-invalid-reason`.
+    pub reason: String,
+    /// `false`: dead-letter with reason `rejected`; `true`: move to the invalid channel.
+    pub invalid: bool,
+}
+
+/// Open an idempotent producer session on a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitProducer {
+    /// Channel the producer publishes to.
+    pub channel: String,
+    /// `None` asks for a new id; an id asks for its next epoch, fencing the older ones.
+    pub producer_id: Option<u64>,
+}
+
+/// Publish dead letters back to their source channel, without the death headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redrive {
+    /// The dead-letter channel to drain.
+    pub channel: String,
+    /// Publish to this channel instead of each dead letter's source.
+    pub to: Option<String>,
+    /// At most this many; all when unset.
+    pub count: Option<u64>,
+}
+
 /// Every request the broker understands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -243,6 +284,12 @@ pub enum Request {
     Nack(Nack),
     /// See [`Extend`].
     Extend(Extend),
+    /// See [`Reject`].
+    Reject(Reject),
+    /// See [`InitProducer`].
+    InitProducer(InitProducer),
+    /// See [`Redrive`].
+    Redrive(Redrive),
 }
 
 pub(crate) fn to_msgpack<T: Serialize>(value: &T) -> Bytes {
@@ -281,6 +328,9 @@ impl Request {
             Self::Ack(_) => ACK,
             Self::Nack(_) => NACK,
             Self::Extend(_) => EXTEND,
+            Self::Reject(_) => REJECT,
+            Self::InitProducer(_) => INIT_PRODUCER,
+            Self::Redrive(_) => REDRIVE,
         }
     }
 
@@ -293,6 +343,7 @@ impl Request {
                 | Self::Purge(_)
                 | Self::CreateSubscription(_)
                 | Self::DeleteSubscription(_)
+                | Self::Redrive(_)
         )
     }
 
@@ -321,6 +372,9 @@ impl Request {
             Self::Ack(r) => (to_msgpack(r), empty),
             Self::Nack(r) => (to_msgpack(r), empty),
             Self::Extend(r) => (to_msgpack(r), empty),
+            Self::Reject(r) => (to_msgpack(r), empty),
+            Self::InitProducer(r) => (to_msgpack(r), empty),
+            Self::Redrive(r) => (to_msgpack(r), empty),
         }
     }
 
@@ -356,6 +410,9 @@ impl Request {
             ACK => Self::Ack(from_msgpack("ack", b)?),
             NACK => Self::Nack(from_msgpack("nack", b)?),
             EXTEND => Self::Extend(from_msgpack("extend", b)?),
+            REJECT => Self::Reject(from_msgpack("reject", b)?),
+            INIT_PRODUCER => Self::InitProducer(from_msgpack("init producer", b)?),
+            REDRIVE => Self::Redrive(from_msgpack("redrive", b)?),
             other => return Err(ProtocolError::UnknownOpcode { opcode: other }),
         })
     }

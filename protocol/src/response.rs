@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ErrorCode, ProtocolError};
 use crate::request::{from_msgpack, opcode, take, to_msgpack};
 use crate::types::{
-    ChannelDescription, ChannelMeta, ChannelSummary, PartitionMeta, StoredRun, SubscriptionInfo,
+    ChannelDescription, ChannelMeta, ChannelSummary, DuplicateRun, InvalidOutcome, PartitionMeta,
+    StoredRun, SubscriptionInfo,
 };
 
 /// Size of the fixed delivery head.
@@ -39,12 +40,37 @@ pub struct HandshakeOk {
 }
 
 /// Answer to a publish: where each message went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `stored` runs, `duplicates` and `invalid` together name every message index of the batch
+/// exactly once. The last two were added later and are empty in older brokers' answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishAck {
     /// Partition the batch went to.
     pub partition: u32,
-    /// Runs of stored messages; together they cover every message of the batch.
+    /// Runs of messages stored now, at consecutive offsets.
     pub stored: Vec<StoredRun>,
+    /// Messages already stored (same producer sequence or same id within the dedupe window).
+    #[serde(default)]
+    pub duplicates: Vec<DuplicateRun>,
+    /// Messages that broke the channel's contract.
+    #[serde(default)]
+    pub invalid: Vec<InvalidOutcome>,
+}
+
+/// Answer to [`InitProducer`](crate::request::InitProducer): the session to stamp batches with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerSession {
+    /// The producer's id, new or the one asked for.
+    pub producer_id: u64,
+    /// Its epoch; batches of older epochs are fenced.
+    pub epoch: u16,
+}
+
+/// Answer to a redrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redriven {
+    /// Dead letters published back.
+    pub count: u64,
 }
 
 /// Answer to a subscribe.
@@ -111,6 +137,10 @@ pub enum Response {
     Published(PublishAck),
     /// To subscribe.
     Subscribed(Subscribed),
+    /// To init producer.
+    ProducerSession(ProducerSession),
+    /// To redrive.
+    Redriven(Redriven),
 }
 
 impl Response {
@@ -125,6 +155,8 @@ impl Response {
             Self::Subscriptions(r) => to_msgpack(r),
             Self::Published(r) => to_msgpack(r),
             Self::Subscribed(r) => to_msgpack(r),
+            Self::ProducerSession(r) => to_msgpack(r),
+            Self::Redriven(r) => to_msgpack(r),
         }
     }
 
@@ -143,6 +175,10 @@ impl Response {
             }
             opcode::PUBLISH => Self::Published(from_msgpack("publish answer", body)?),
             opcode::SUBSCRIBE => Self::Subscribed(from_msgpack("subscribe answer", body)?),
+            opcode::INIT_PRODUCER => {
+                Self::ProducerSession(from_msgpack("init producer answer", body)?)
+            }
+            opcode::REDRIVE => Self::Redriven(from_msgpack("redrive answer", body)?),
             opcode::CREATE_CHANNEL
             | opcode::DELETE_CHANNEL
             | opcode::PURGE
@@ -152,7 +188,8 @@ impl Response {
             | opcode::CREDIT
             | opcode::ACK
             | opcode::NACK
-            | opcode::EXTEND => {
+            | opcode::EXTEND
+            | opcode::REJECT => {
                 from_msgpack::<()>("empty answer", body)?;
                 Self::Ok
             }

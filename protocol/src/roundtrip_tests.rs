@@ -33,7 +33,13 @@ fn every_request() -> Vec<Request> {
             settings: ChannelSettings {
                 partitions: Some(3),
                 lease_ms: Some(5),
+                ..ChannelSettings::default()
             },
+        }),
+        Request::CreateChannel(CreateChannel {
+            name: "orders".into(),
+            kind: ChannelKind::Queue,
+            settings: full_settings(),
         }),
         Request::DeleteChannel(channel()),
         Request::ListChannels,
@@ -87,7 +93,56 @@ fn every_request() -> Vec<Request> {
             offsets: vec![4],
             lease_ms: 99,
         }),
+        Request::Reject(Reject {
+            consumer_id: 7,
+            partition: 1,
+            offsets: vec![4, 6],
+            reason: "bad total".into(),
+            invalid: false,
+        }),
+        Request::Reject(Reject {
+            consumer_id: 7,
+            partition: 0,
+            offsets: vec![1],
+            reason: "not an order".into(),
+            invalid: true,
+        }),
+        Request::InitProducer(InitProducer {
+            channel: "orders".into(),
+            producer_id: None,
+        }),
+        Request::InitProducer(InitProducer {
+            channel: "orders".into(),
+            producer_id: Some(42),
+        }),
+        Request::Redrive(Redrive {
+            channel: "orders.dlq".into(),
+            to: Some("orders-retry".into()),
+            count: Some(10),
+        }),
+        Request::Redrive(Redrive {
+            channel: "orders.dlq".into(),
+            to: None,
+            count: None,
+        }),
     ]
+}
+
+fn full_settings() -> ChannelSettings {
+    ChannelSettings {
+        partitions: Some(2),
+        lease_ms: Some(1000),
+        max_deliveries: Some(5),
+        dead_letter_channel: Some("orders.dlq".into()),
+        expired_to_dead_letter: Some(true),
+        max_age_ms: Some(60_000),
+        invalid_channel: Some("orders.invalid".into()),
+        payload_format: Some(PayloadFormat::Json),
+        max_payload_bytes: Some(4096),
+        content_types: vec!["application/json".into()],
+        required_headers: vec!["tenant".into(), "trace".into()],
+        dedupe_window_ms: Some(120_000),
+    }
 }
 
 fn body(request: &Request) -> Bytes {
@@ -141,7 +196,11 @@ fn an_unknown_opcode_is_a_typed_error() {
 
 #[test]
 fn a_publish_with_a_corrupt_batch_is_an_invalid_batch_error() {
-    let mut bytes = body(&every_request()[10]).to_vec();
+    let publish = every_request()
+        .into_iter()
+        .find(|r| r.opcode() == opcode::PUBLISH)
+        .unwrap();
+    let mut bytes = body(&publish).to_vec();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     let err = Request::decode(opcode::PUBLISH, Bytes::from(bytes)).unwrap_err();
@@ -204,6 +263,7 @@ fn every_response() -> Vec<(u16, Response)> {
                     bytes: 100,
                 }],
                 subscriptions: vec![sub.clone()],
+                settings: Box::new(full_settings()),
             }),
         ),
         (
@@ -219,8 +279,45 @@ fn every_response() -> Vec<(u16, Response)> {
                     count: 2,
                     offset: 40,
                 }],
+                ..PublishAck::default()
             }),
         ),
+        (
+            opcode::PUBLISH,
+            Response::Published(PublishAck {
+                partition: 0,
+                stored: vec![StoredRun {
+                    index: 1,
+                    count: 1,
+                    offset: 7,
+                }],
+                duplicates: vec![DuplicateRun {
+                    index: 0,
+                    offset: 3,
+                }],
+                invalid: vec![
+                    InvalidOutcome {
+                        index: 2,
+                        reason: "payload is not json".into(),
+                        routed_to: Some("orders.invalid".into()),
+                    },
+                    InvalidOutcome {
+                        index: 3,
+                        reason: "missing header tenant".into(),
+                        routed_to: None,
+                    },
+                ],
+            }),
+        ),
+        (
+            opcode::INIT_PRODUCER,
+            Response::ProducerSession(ProducerSession {
+                producer_id: 42,
+                epoch: 3,
+            }),
+        ),
+        (opcode::REDRIVE, Response::Redriven(Redriven { count: 17 })),
+        (opcode::REJECT, Response::Ok),
         (
             opcode::SUBSCRIBE,
             Response::Subscribed(Subscribed {
@@ -287,4 +384,96 @@ fn deliveries_round_trip_and_their_head_layout_is_pinned() {
     for cut in 0..DELIVERY_HEAD_LEN {
         assert!(Delivery::decode(wire.slice(..cut)).is_err(), "cut {cut}");
     }
+}
+
+/// What a broker from before the dead-letter issue sent: the same structs without new fields.
+mod old_format {
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    pub struct StoredRun {
+        pub index: u32,
+        pub count: u32,
+        pub offset: u64,
+    }
+
+    #[derive(Serialize)]
+    pub struct PublishAck {
+        pub partition: u32,
+        pub stored: Vec<StoredRun>,
+    }
+
+    #[derive(Serialize)]
+    pub struct ChannelSettings {
+        pub partitions: Option<u32>,
+        pub lease_ms: Option<u64>,
+    }
+}
+
+#[test]
+fn an_old_format_publish_ack_still_decodes_with_no_duplicates_or_invalid() {
+    let old = old_format::PublishAck {
+        partition: 2,
+        stored: vec![old_format::StoredRun {
+            index: 0,
+            count: 3,
+            offset: 9,
+        }],
+    };
+    let body = rmp_serde::to_vec_named(&old).unwrap();
+    let decoded = Response::decode(opcode::PUBLISH, &body).unwrap();
+    let expected = PublishAck {
+        partition: 2,
+        stored: vec![StoredRun {
+            index: 0,
+            count: 3,
+            offset: 9,
+        }],
+        duplicates: vec![],
+        invalid: vec![],
+    };
+    assert_eq!(decoded, Response::Published(expected));
+}
+
+#[test]
+fn old_format_channel_settings_still_decode_with_every_new_field_unset() {
+    let old = old_format::ChannelSettings {
+        partitions: Some(3),
+        lease_ms: None,
+    };
+    let body = rmp_serde::to_vec_named(&old).unwrap();
+    let decoded: ChannelSettings = rmp_serde::from_slice(&body).unwrap();
+    let expected = ChannelSettings {
+        partitions: Some(3),
+        ..ChannelSettings::default()
+    };
+    assert_eq!(decoded, expected);
+}
+
+#[test]
+fn new_opcodes_are_pinned() {
+    assert_eq!(opcode::REDRIVE, 15);
+    assert_eq!(opcode::INIT_PRODUCER, 31);
+    assert_eq!(opcode::REJECT, 47);
+    assert!(Request::Redrive(Redrive {
+        channel: "d".into(),
+        to: None,
+        count: None
+    })
+    .is_admin());
+}
+
+#[test]
+fn payload_formats_parse_and_print_their_lowercase_names() {
+    for f in [
+        PayloadFormat::Json,
+        PayloadFormat::Msgpack,
+        PayloadFormat::Utf8,
+        PayloadFormat::Bytes,
+    ] {
+        assert_eq!(f.to_string().parse::<PayloadFormat>(), Ok(f));
+        let body = rmp_serde::to_vec_named(&f).unwrap();
+        assert_eq!(rmp_serde::from_slice::<String>(&body).unwrap(), f.name());
+    }
+    assert!("xml".parse::<PayloadFormat>().is_err());
 }

@@ -37,13 +37,94 @@ impl std::str::FromStr for ChannelKind {
     }
 }
 
-/// Settings a channel is created with. `None` means "the broker's default".
+/// What a channel's payloads must parse as (part of its contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFormat {
+    /// A JSON document.
+    Json,
+    /// One MessagePack value.
+    Msgpack,
+    /// UTF-8 text.
+    Utf8,
+    /// Anything: no check.
+    Bytes,
+}
+
+impl PayloadFormat {
+    /// The lowercase name used on the wire, in config and by `sluicectl`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Msgpack => "msgpack",
+            Self::Utf8 => "utf8",
+            Self::Bytes => "bytes",
+        }
+    }
+}
+
+impl std::fmt::Display for PayloadFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for PayloadFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "json" => Ok(Self::Json),
+            "msgpack" => Ok(Self::Msgpack),
+            "utf8" => Ok(Self::Utf8),
+            "bytes" => Ok(Self::Bytes),
+            other => Err(format!(
+                "unknown payload format {other:?} (expected json, msgpack, utf8 or bytes)"
+            )),
+        }
+    }
+}
+
+/// Settings a channel is created with. `None` (or empty) means "the broker's default".
+///
+/// Every field after the first two was added later and defaults when absent, so older peers'
+/// bodies still decode.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelSettings {
     /// Number of partitions (1 when unset).
     pub partitions: Option<u32>,
     /// Default lease (ack deadline) of deliveries, in milliseconds.
     pub lease_ms: Option<u64>,
+    /// Deliveries of one message before it is dead-lettered (broker default 20).
+    #[serde(default)]
+    pub max_deliveries: Option<u32>,
+    /// Where dead letters go (broker default `<channel>.dlq`, created when first needed).
+    #[serde(default)]
+    pub dead_letter_channel: Option<String>,
+    /// Whether expired messages are dead-lettered with reason `expired` (default: dropped).
+    #[serde(default)]
+    pub expired_to_dead_letter: Option<bool>,
+    /// Age in milliseconds after which any message of the channel expires.
+    #[serde(default)]
+    pub max_age_ms: Option<u64>,
+    /// Where messages that break the contract go; unset means they are refused.
+    #[serde(default)]
+    pub invalid_channel: Option<String>,
+    /// Contract: what payloads must parse as.
+    #[serde(default)]
+    pub payload_format: Option<PayloadFormat>,
+    /// Contract: largest payload in bytes.
+    #[serde(default)]
+    pub max_payload_bytes: Option<u64>,
+    /// Contract: allowed values of the `content-type` header; empty allows any.
+    #[serde(default)]
+    pub content_types: Vec<String>,
+    /// Contract: headers every message must carry.
+    #[serde(default)]
+    pub required_headers: Vec<String>,
+    /// Window in milliseconds within which a repeated message id is a duplicate (default 2 min).
+    #[serde(default)]
+    pub dedupe_window_ms: Option<u64>,
 }
 
 /// Where one partition lives.
@@ -128,6 +209,10 @@ pub struct ChannelDescription {
     pub partitions: Vec<PartitionInfo>,
     /// Per subscription.
     pub subscriptions: Vec<SubscriptionInfo>,
+    /// The settings the channel was created with (absent from older brokers' answers). Boxed
+    /// so that [`Response`](crate::Response) stays small.
+    #[serde(default)]
+    pub settings: Box<ChannelSettings>,
 }
 
 /// Where a batch's messages ended up: runs of consecutive messages stored at consecutive offsets.
@@ -139,6 +224,27 @@ pub struct StoredRun {
     pub count: u32,
     /// Offset of the first of them.
     pub offset: u64,
+}
+
+/// A message of a batch that was already stored: it was not stored again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuplicateRun {
+    /// Index of the message within the batch.
+    pub index: u32,
+    /// Offset of the stored original, in the ack's partition.
+    pub offset: u64,
+}
+
+/// A message of a batch that broke the channel's contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidOutcome {
+    /// Index of the message within the batch.
+    pub index: u32,
+    /// Which rule it broke, for people.
+    pub reason: String,
+    /// The invalid channel it was stored in; `None`: refused, nothing stored (the client
+    /// reports [`ErrorCode::InvalidMessage`](crate::ErrorCode::InvalidMessage) for it).
+    pub routed_to: Option<String>,
 }
 
 /// Picks the partition for a key: FNV-1a, so every client and the broker agree.

@@ -352,6 +352,7 @@ impl Partition {
                         count: batch.record_count(),
                         offset: batch.base_offset(),
                     }],
+                    ..PublishAck::default()
                 };
                 self.cache.push(batch);
                 reply.send(Ok(Response::Published(ack)));

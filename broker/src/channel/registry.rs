@@ -151,6 +151,7 @@ impl Channel {
             lease_ms: self.spec.lease_ms,
             partitions,
             subscriptions,
+            settings: Default::default(),
         })
     }
 

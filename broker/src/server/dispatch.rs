@@ -202,6 +202,11 @@ impl Dispatcher {
             Request::ListSubscriptions(c) => {
                 Response::Subscriptions(registry.get(&c.name)?.describe().await?.subscriptions)
             }
+            Request::Reject(_) | Request::InitProducer(_) | Request::Redrive(_) => {
+                return Err(ChannelError::InvalidArgument(
+                    "dead letters and producer sessions are not supported yet".into(),
+                ));
+            }
             Request::Purge(_) => {
                 return Err(ChannelError::InvalidArgument(
                     "purge is not supported yet".into(),

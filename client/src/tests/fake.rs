@@ -174,6 +174,7 @@ impl Conn {
                         count,
                         offset,
                     }],
+                    ..PublishAck::default()
                 }))
             }
             Request::Subscribe(s) => {

@@ -101,7 +101,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     if created {
         let settings = ChannelSettings {
             partitions: Some(args.partitions),
-            lease_ms: None,
+            ..ChannelSettings::default()
         };
         match admin
             .create_channel(&channel, ChannelKind::Queue, settings)

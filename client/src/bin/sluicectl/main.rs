@@ -161,6 +161,7 @@ async fn channel(client: &Client, out: &Out, command: ChannelCommand) -> anyhow:
             let settings = ChannelSettings {
                 partitions,
                 lease_ms,
+                ..ChannelSettings::default()
             };
             client.create_channel(&name, kind, settings).await?;
             out.done(&format!("created {kind} {name}"))
