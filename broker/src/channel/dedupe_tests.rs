@@ -1,0 +1,263 @@
+//! Unit and property tests of [`super`] (dedupe.rs).
+
+use super::*;
+use proptest::prelude::*;
+use SessionVerdict::*;
+
+const ID: [u8; 16] = [7; 16];
+const OTHER: [u8; 16] = [8; 16];
+
+fn window() -> IdWindow {
+    IdWindow::new(Duration::from_millis(100))
+}
+
+#[test]
+fn an_id_stored_within_the_window_is_a_duplicate_of_its_offset() {
+    let mut w = window();
+    w.insert(ID, 42, 1_000);
+    assert_eq!(w.lookup(&ID, 1_000), Some(42));
+    assert_eq!(w.lookup(&ID, 1_099), Some(42));
+    assert_eq!(w.lookup(&OTHER, 1_000), None);
+}
+
+#[test]
+fn an_id_is_forgotten_once_the_window_has_passed() {
+    let mut w = window();
+    w.insert(ID, 42, 1_000);
+    assert_eq!(w.lookup(&ID, 1_100), None);
+    w.expire(1_099);
+    assert_eq!(w.len(), 1);
+    w.expire(1_100);
+    assert!(w.is_empty());
+}
+
+#[test]
+fn the_first_writer_of_a_live_id_wins() {
+    let mut w = window();
+    w.insert(ID, 1, 1_000);
+    w.insert(ID, 2, 1_050);
+    assert_eq!(w.lookup(&ID, 1_060), Some(1));
+    assert_eq!(
+        w.lookup(&ID, 1_100),
+        None,
+        "the second insert did not extend the window"
+    );
+}
+
+#[test]
+fn an_expired_id_stored_again_starts_a_new_window() {
+    let mut w = window();
+    w.insert(ID, 1, 1_000);
+    w.insert(ID, 2, 1_100);
+    w.expire(1_150);
+    assert_eq!(w.lookup(&ID, 1_150), Some(2));
+    assert_eq!(w.len(), 1);
+    w.expire(1_200);
+    assert!(w.is_empty());
+}
+
+#[test]
+fn a_zero_window_remembers_nothing() {
+    let mut w = IdWindow::new(Duration::ZERO);
+    w.insert(ID, 1, 1_000);
+    assert_eq!(w.lookup(&ID, 1_000), None);
+    assert!(w.is_empty());
+}
+
+#[test]
+fn extreme_times_do_not_overflow() {
+    let mut w = IdWindow::new(Duration::MAX);
+    w.insert(ID, 1, 0);
+    assert_eq!(w.lookup(&ID, i64::MAX - 1), Some(1));
+    w.insert(OTHER, 2, i64::MIN);
+    assert_eq!(w.lookup(&OTHER, i64::MAX), None);
+    w.expire(i64::MAX - 1);
+    assert_eq!(w.lookup(&ID, i64::MAX - 1), Some(1));
+    let mut w = window();
+    w.insert(ID, 1, i64::MAX);
+    assert_eq!(
+        w.lookup(&ID, i64::MIN),
+        Some(1),
+        "stored in the future is still live"
+    );
+    w.expire(i64::MIN);
+    assert_eq!(w.len(), 1);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(u8, u64),
+    Lookup(u8),
+    Advance(i64),
+    Expire,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..8, any::<u64>()).prop_map(|(id, o)| Op::Insert(id, o)),
+        (0u8..8).prop_map(Op::Lookup),
+        (0i64..60).prop_map(Op::Advance),
+        Just(Op::Expire),
+    ]
+}
+
+proptest! {
+    /// The model never forgets: it keeps every id's current entry and judges by time alone.
+    #[test]
+    fn id_window_matches_a_model_that_never_expires(ops in prop::collection::vec(op(), 0..200)) {
+        let mut w = window();
+        let mut model: HashMap<[u8; 16], (u64, i64)> = HashMap::new();
+        let mut now = 0i64;
+        let live = |t: i64, now: i64| now - t < 100;
+        for op in ops {
+            match op {
+                Op::Insert(id, offset) => {
+                    w.insert([id; 16], offset, now);
+                    match model.get(&[id; 16]) {
+                        Some(&(_, t)) if live(t, now) => {}
+                        _ => {
+                            model.insert([id; 16], (offset, now));
+                        }
+                    }
+                }
+                Op::Lookup(id) => {
+                    let want = model.get(&[id; 16]).filter(|e| live(e.1, now)).map(|e| e.0);
+                    prop_assert_eq!(w.lookup(&[id; 16], now), want);
+                }
+                Op::Advance(ms) => now += ms,
+                Op::Expire => {
+                    w.expire(now);
+                    let count = model.values().filter(|e| live(e.1, now)).count();
+                    prop_assert_eq!(w.len(), count);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn producer_zero_has_no_session_and_is_always_new() {
+    let mut s = ProducerState::new();
+    s.record(0, 0, 0, 10, 0);
+    assert_eq!(s.check(0, 0, 0, 10), New);
+    assert_eq!(s.check(0, 3, 77, 1), New);
+    assert_eq!(s.epoch(0), None);
+}
+
+#[test]
+fn an_unknown_producer_must_start_at_sequence_zero() {
+    let s = ProducerState::new();
+    assert_eq!(s.check(9, 0, 0, 5), New);
+    assert_eq!(s.check(9, 2, 0, 5), New);
+    assert_eq!(
+        s.check(9, 0, 5, 5),
+        OutOfOrder {
+            expected: 0,
+            got: 5
+        }
+    );
+}
+
+#[test]
+fn the_next_sequence_is_new() {
+    let mut s = ProducerState::new();
+    s.record(9, 0, 0, 5, 100);
+    assert_eq!(s.check(9, 0, 5, 3), New);
+}
+
+#[test]
+fn a_retried_batch_is_a_duplicate_of_its_base_offset() {
+    let mut s = ProducerState::new();
+    s.record(9, 0, 0, 5, 100);
+    s.record(9, 0, 5, 3, 200);
+    assert_eq!(s.check(9, 0, 0, 5), Duplicate { base_offset: 100 });
+    assert_eq!(s.check(9, 0, 5, 3), Duplicate { base_offset: 200 });
+}
+
+#[test]
+fn only_the_last_five_batches_are_remembered() {
+    let mut s = ProducerState::new();
+    for i in 0..6u32 {
+        s.record(9, 0, i * 2, 2, u64::from(i) * 10);
+    }
+    assert_eq!(
+        s.check(9, 0, 0, 2),
+        OutOfOrder {
+            expected: 12,
+            got: 0
+        }
+    );
+    assert_eq!(s.check(9, 0, 2, 2), Duplicate { base_offset: 10 });
+}
+
+#[test]
+fn a_gap_or_a_sequence_inside_a_batch_is_out_of_order() {
+    let mut s = ProducerState::new();
+    s.record(9, 0, 0, 5, 100);
+    assert_eq!(
+        s.check(9, 0, 7, 1),
+        OutOfOrder {
+            expected: 5,
+            got: 7
+        }
+    );
+    assert_eq!(
+        s.check(9, 0, 2, 1),
+        OutOfOrder {
+            expected: 5,
+            got: 2
+        }
+    );
+}
+
+#[test]
+fn a_lower_epoch_is_fenced() {
+    let mut s = ProducerState::new();
+    s.record(9, 3, 0, 1, 0);
+    assert_eq!(s.check(9, 2, 1, 1), Fenced { current_epoch: 3 });
+    assert_eq!(s.check(9, 2, 0, 1), Fenced { current_epoch: 3 });
+}
+
+#[test]
+fn a_higher_epoch_resets_the_sequence_to_zero() {
+    let mut s = ProducerState::new();
+    s.record(9, 0, 0, 5, 100);
+    assert_eq!(s.check(9, 1, 0, 2), New);
+    assert_eq!(
+        s.check(9, 1, 5, 2),
+        OutOfOrder {
+            expected: 0,
+            got: 5
+        }
+    );
+    s.record(9, 1, 0, 2, 300);
+    assert_eq!(s.epoch(9), Some(1));
+    assert_eq!(s.check(9, 1, 2, 1), New);
+    assert_eq!(s.check(9, 1, 0, 2), Duplicate { base_offset: 300 });
+    assert_eq!(s.check(9, 0, 5, 1), Fenced { current_epoch: 1 });
+}
+
+#[test]
+fn recording_an_older_epoch_changes_nothing() {
+    let mut s = ProducerState::new();
+    s.record(9, 2, 0, 1, 0);
+    s.record(9, 1, 0, 50, 10);
+    assert_eq!(s.epoch(9), Some(2));
+    assert_eq!(s.check(9, 2, 1, 1), New);
+}
+
+#[test]
+fn sequences_wrap_around() {
+    let mut s = ProducerState::new();
+    s.record(9, 0, u32::MAX - 1, 3, 0);
+    assert_eq!(s.check(9, 0, 1, 1), New);
+}
+
+#[test]
+fn producers_are_independent() {
+    let mut s = ProducerState::new();
+    s.record(9, 4, 0, 5, 0);
+    assert_eq!(s.check(10, 0, 0, 1), New);
+    assert_eq!(s.epoch(10), None);
+    assert_eq!(s.epoch(9), Some(4));
+}
