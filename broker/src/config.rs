@@ -128,6 +128,11 @@ pub struct ChannelDefaults {
     pub segment_max_age: Duration,
     /// Largest record batch a producer may send.
     pub max_batch_bytes: usize,
+    /// Deliveries of one message before it is dead-lettered.
+    pub max_deliveries: u32,
+    /// A repeated message id within this window is answered `duplicate`.
+    #[serde(with = "humantime_serde")]
+    pub dedupe_window: Duration,
 }
 
 impl Default for ChannelDefaults {
@@ -140,6 +145,8 @@ impl Default for ChannelDefaults {
             segment_bytes: 128 << 20,
             segment_max_age: Duration::from_secs(7 * 24 * 3600),
             max_batch_bytes: 8 << 20,
+            max_deliveries: 20,
+            dedupe_window: Duration::from_secs(120),
         }
     }
 }
@@ -193,6 +200,9 @@ impl BrokerConfig {
         let d = &self.channel_defaults;
         if d.partitions == 0 {
             return bad("channel_defaults.partitions", "must be at least 1");
+        }
+        if d.max_deliveries == 0 {
+            return bad("channel_defaults.max_deliveries", "must be at least 1");
         }
         if d.lease.is_zero() {
             return bad("channel_defaults.lease", "must be longer than 0");

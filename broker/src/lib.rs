@@ -2,8 +2,10 @@
 //!
 //! Data flows down the tree: [`server`] (frames and connections) → [`channel`] (queues, topics,
 //! partitions, cursors) → [`log`] (segments on disk). Nothing below imports anything above.
+//! [`exporter`] serves the metrics all of them record.
 
 pub mod channel;
 pub mod config;
+pub mod exporter;
 pub mod log;
 pub mod server;

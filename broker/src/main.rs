@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use sluice_broker::config::{BrokerConfig, Overrides};
+use sluice_broker::exporter::MetricsEndpoint;
 use sluice_broker::server::Server;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -94,15 +95,23 @@ fn run(config: BrokerConfig) -> anyhow::Result<()> {
 async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let stop = stop_signal(shutdown.clone())?;
+    // Before the server opens partitions: they cache their metric handles.
+    let metrics = MetricsEndpoint::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("cannot serve metrics on {}", config.metrics_listen))?;
     let server = Server::bind(&config).await?;
     tracing::info!(
         listen = %server.local_addr(),
+        metrics = %metrics.local_addr(),
         data_dir = %config.data_dir.display(),
         fsync = ?config.channel_defaults.fsync,
         "sluice listening"
     );
-    // The metrics exporter will start here, beside the server, on `config.metrics_listen`.
+    let metrics_shutdown = CancellationToken::new();
+    let metrics = metrics.spawn(metrics_shutdown.clone());
     server.run(shutdown).await;
+    metrics_shutdown.cancel();
+    let _ = metrics.await;
     stop.abort();
     Ok(())
 }

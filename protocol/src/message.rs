@@ -213,6 +213,17 @@ fn need(rec: &Bytes, n: usize, what: &'static str) -> Result<(), MessageError> {
     }
 }
 
+/// The TTL of a message record in milliseconds, read without decoding the rest of it.
+pub fn peek_ttl(record: &[u8]) -> Option<u32> {
+    let flags = *record.first()?;
+    if flags & FLAG_TTL == 0 {
+        return None;
+    }
+    let at = 4 + if flags & FLAG_ID != 0 { 16 } else { 0 };
+    let bytes = record.get(at..at + 4)?;
+    Some(u32::from_le_bytes(bytes.try_into().ok()?))
+}
+
 /// The id of a message that has none of its own: partition and offset, big-endian, so ids sort
 /// like positions.
 pub fn derived_id(partition: u32, offset: u64) -> [u8; 16] {
@@ -274,6 +285,15 @@ mod tests {
         };
         let expected: &[u8] = &[1, 0, 1, 0, 1, 0, b'k', 1, 0, b'h', 1, 0, 0, 0, b'v', b'p'];
         assert_eq!(&encode(&m)[..], expected);
+    }
+
+    #[test]
+    fn the_ttl_is_peeked_without_decoding() {
+        assert_eq!(peek_ttl(&encode(&full())), Some(1500));
+        let no_id = NewMessage { id: None, ..full() };
+        assert_eq!(peek_ttl(&encode(&no_id)), Some(1500));
+        assert_eq!(peek_ttl(&encode(&NewMessage::new("x"))), None);
+        assert_eq!(peek_ttl(&encode(&full())[..6]), None);
     }
 
     #[test]

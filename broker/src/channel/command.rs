@@ -33,6 +33,16 @@ pub enum Command {
         /// `[from, to)` ranges.
         ranges: Vec<(u64, u64)>,
     },
+    /// Offsets are done for a subscription without being acked: dead-lettered, moved to the
+    /// invalid channel, or expired.
+    Settle {
+        /// Subscription name.
+        subscription: String,
+        /// The offsets.
+        offsets: Vec<u64>,
+        /// What happened to them (`dead-lettered`, `invalid`, `expired`).
+        outcome: String,
+    },
     /// Offsets go back to a subscription (nack, expired lease, detached consumer).
     Return {
         /// Subscription name.
@@ -74,7 +84,9 @@ impl Command {
     pub fn subscription(&self) -> &str {
         match self {
             Self::CreateSubscription { name, .. } | Self::DeleteSubscription { name } => name,
-            Self::Ack { subscription, .. } | Self::Return { subscription, .. } => subscription,
+            Self::Ack { subscription, .. }
+            | Self::Return { subscription, .. }
+            | Self::Settle { subscription, .. } => subscription,
         }
     }
 }

@@ -95,6 +95,11 @@ impl Cursor {
         offset < self.ack_floor || self.acked.contains(offset)
     }
 
+    /// Whether `offset` is out with a consumer.
+    pub fn is_held(&self, offset: u64) -> bool {
+        self.holder(offset).is_some()
+    }
+
     /// Delivery count the next delivery of `offset` will carry.
     pub fn delivery_count(&self, offset: u64) -> u32 {
         1 + self.returns.get(&offset).copied().unwrap_or(0)

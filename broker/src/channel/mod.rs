@@ -7,10 +7,14 @@
 pub mod command;
 pub mod consumer;
 pub mod cursor;
+pub mod dead_letter;
+pub mod dedupe;
 pub mod delivery;
 pub mod error;
+pub mod expiry;
 pub mod outbox;
 pub mod partition;
 pub mod range_set;
 pub mod registry;
 pub mod subscription;
+pub mod validation;

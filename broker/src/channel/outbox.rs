@@ -27,33 +27,59 @@ pub enum Outgoing {
 /// The sending side of a connection's writer queue.
 pub type Outbox = mpsc::UnboundedSender<Outgoing>;
 
-/// Where the answer to one request goes.
+/// Where the answer to one request goes: a client connection, or a broker-internal caller
+/// (dead-lettering and redrive publish through the same partition path as clients).
 #[derive(Debug, Clone)]
-pub struct Reply {
-    /// The requesting connection's writer queue.
-    outbox: Outbox,
-    /// The request's correlation id.
-    correlation_id: u64,
-    /// The request's opcode.
-    opcode: u16,
+pub struct Reply(To);
+
+#[derive(Debug, Clone)]
+enum To {
+    /// A client request.
+    Connection {
+        /// The requesting connection's writer queue.
+        outbox: Outbox,
+        /// The request's correlation id.
+        correlation_id: u64,
+        /// The request's opcode.
+        opcode: u16,
+    },
+    /// A broker-internal request.
+    Internal(mpsc::UnboundedSender<Result<Response, ErrorBody>>),
 }
 
 impl Reply {
-    /// A reply slot for one request.
+    /// A reply slot for one client request.
     pub fn new(outbox: Outbox, correlation_id: u64, opcode: u16) -> Self {
-        Self {
+        Self(To::Connection {
             outbox,
             correlation_id,
             opcode,
-        }
+        })
     }
 
-    /// Sends the answer. A connection that is gone no longer wants it, so that is not an error.
+    /// A reply slot for a broker-internal request, and where its answer arrives.
+    pub fn internal() -> (Self, mpsc::UnboundedReceiver<Result<Response, ErrorBody>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self(To::Internal(tx)), rx)
+    }
+
+    /// Sends the answer. A requester that is gone no longer wants it, so that is not an error.
     pub fn send(self, result: Result<Response, ErrorBody>) {
-        let _ = self.outbox.send(Outgoing::Reply {
-            correlation_id: self.correlation_id,
-            opcode: self.opcode,
-            result,
-        });
+        match self.0 {
+            To::Connection {
+                outbox,
+                correlation_id,
+                opcode,
+            } => {
+                let _ = outbox.send(Outgoing::Reply {
+                    correlation_id,
+                    opcode,
+                    result,
+                });
+            }
+            To::Internal(tx) => {
+                let _ = tx.send(result);
+            }
+        }
     }
 }

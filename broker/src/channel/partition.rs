@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use sluice_protocol::response::PublishAck;
 use sluice_protocol::types::{ChannelKind, PartitionInfo, StoredRun, SubscriptionInfo};
 use sluice_protocol::{RecordBatch, Response};
@@ -23,15 +23,20 @@ use tokio::time::Instant;
 use super::command::Command;
 use super::consumer::ConsumerHandle;
 use super::cursor::{ConsumerKey, Grant};
+use super::dead_letter::{DeathReason, MoveSink};
 use super::delivery::{self, TailCache};
 use super::error::ChannelError;
+use super::expiry::Expiry;
 use super::outbox::Outgoing;
 use super::subscription::{Lifetime, Subscription};
 use crate::log::{Log, LogConfig, LogError};
 
+mod metrics;
+mod moves;
 mod requests;
 mod writes;
 
+use self::metrics::{PartitionMetrics, ReturnReason};
 pub use requests::{PartitionRequest, PartitionSnapshot};
 use writes::{AfterWrite, Done, PendingWrites};
 
@@ -43,6 +48,8 @@ const BURST: usize = 512;
 const TURN: u64 = 256;
 /// Bytes read from the log at a time when replaying or fetching evicted batches.
 const READ_CHUNK: usize = 1 << 20;
+/// Offsets past a subscription's ack floor the expiry sweeper looks at per pass.
+const SWEEP_SPAN: u64 = 10_000;
 /// Generation of this node's appends. A constant until replication brings elections.
 const TERM: u64 = 1;
 
@@ -63,6 +70,25 @@ pub struct PartitionConfig {
     pub log: LogConfig,
     /// Bytes of recent batches kept in memory for dispatch.
     pub cache_bytes: usize,
+    /// When and where messages are given up on.
+    pub dead_letters: DeadLetterPolicy,
+    /// Messages older than this expire.
+    pub max_age: Option<Duration>,
+}
+
+/// When a partition gives up on a message, and where it sends it.
+#[derive(Debug, Clone)]
+pub struct DeadLetterPolicy {
+    /// A delivery count above this dead-letters the message.
+    pub max_deliveries: u32,
+    /// The dead-letter channel (created as a queue on first use).
+    pub channel: String,
+    /// Whether expired messages are dead-lettered rather than dropped.
+    pub on_expiry: bool,
+    /// Where `reject_invalid` sends messages; `None` refuses it.
+    pub invalid_channel: Option<String>,
+    /// The broker's mover task.
+    pub mover: MoveSink,
 }
 
 /// The way to talk to a partition task. Cheap to clone.
@@ -147,6 +173,16 @@ struct Partition {
     writes: PendingWrites,
     /// Set when a write failed: the partition stops accepting changes.
     failed: Option<String>,
+    /// Messages being moved to a dead-letter or invalid channel.
+    moves: FuturesUnordered<moves::Moving>,
+    /// Offsets that passed `max_deliveries` in the current dispatch, to dead-letter.
+    doomed: Vec<u64>,
+    /// When messages expire.
+    expiry: Expiry,
+    /// Offsets found expired in the current dispatch, to drop or dead-letter.
+    expired: Vec<u64>,
+    /// Counters and gauges of this partition.
+    metrics: PartitionMetrics,
 }
 
 impl Partition {
@@ -157,6 +193,8 @@ impl Partition {
             subs.insert(config.channel.to_string(), own);
         }
         Self {
+            expiry: Expiry::new(config.max_age),
+            metrics: PartitionMetrics::new(&config.channel, config.id),
             cache: TailCache::new(config.cache_bytes),
             config,
             log,
@@ -165,6 +203,9 @@ impl Partition {
             committed: 0,
             writes: FuturesOrdered::new(),
             failed: None,
+            moves: FuturesUnordered::new(),
+            doomed: Vec::new(),
+            expired: Vec::new(),
         }
     }
 
@@ -193,6 +234,8 @@ impl Partition {
             for command in Command::from_batch(batch)? {
                 self.apply(command, now);
             }
+        } else {
+            self.expiry.observe(batch);
         }
         Ok(())
     }
@@ -206,6 +249,7 @@ impl Partition {
                 Some((result, after)) = self.writes.next(), if !self.writes.is_empty() => {
                     self.on_durable(result, after);
                 }
+                Some(moved) = self.moves.next(), if !self.moves.is_empty() => self.on_moved(moved),
                 n = rx.recv_many(&mut burst, BURST) => {
                     if n == 0 {
                         break None;
@@ -217,6 +261,7 @@ impl Partition {
                 () = sleep_until(wakeup), if wakeup.is_some() => self.on_timer(),
             }
             self.dispatch().await;
+            self.refresh_metrics().await;
         };
         self.close(done).await;
     }
@@ -229,15 +274,23 @@ impl Partition {
         if let Err(e) = self.log.close().await {
             tracing::error!(channel = %self.config.channel, partition = self.config.id, "closing log: {e}");
         }
+        self.metrics.clear();
         if let Some(done) = done {
             let _ = done.send(());
         }
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
+        let now = now_ms();
+        let expiry = self
+            .expiry
+            .next_expiry(now)
+            .map(|at| Instant::now() + Duration::from_millis((at - now).max(0) as u64));
         self.subs
             .values()
             .filter_map(|s| s.cursor.next_wakeup())
+            .chain(self.metrics.ages_due())
+            .chain(expiry)
             .min()
     }
 
@@ -251,8 +304,70 @@ impl Partition {
             .filter(|(_, offsets)| !offsets.is_empty())
             .collect();
         for (name, offsets) in expired {
+            self.metrics
+                .returned(&name, ReturnReason::LeaseExpired, offsets.len());
             self.return_offsets(name, offsets, Duration::ZERO, Done::Nothing);
         }
+        self.sweep_expired();
+    }
+
+    /// Drops expired messages at the heads of subscriptions, delivered or not (the eager half
+    /// of expiry; dispatch skipping expired messages is the lazy half). Channels that
+    /// dead-letter expired messages do that when dispatch reaches them.
+    fn sweep_expired(&mut self) {
+        if !self.expiry.is_active() || self.config.dead_letters.on_expiry {
+            return;
+        }
+        let now = now_ms();
+        let mut swept = Vec::new();
+        for (name, sub) in &mut self.subs {
+            let floor = sub.cursor.ack_floor();
+            let end = self.committed.min(floor + SWEEP_SPAN);
+            let offsets: Vec<u64> = self
+                .expiry
+                .expired_in(floor, end, now)
+                .into_iter()
+                .filter(|&o| !sub.cursor.is_acked(o) && !sub.cursor.is_held(o))
+                .collect();
+            if !offsets.is_empty() {
+                swept.push((name.clone(), offsets));
+            }
+        }
+        for (name, offsets) in swept {
+            self.drop_expired(name, offsets);
+        }
+    }
+
+    /// Settles expired offsets: dead-letters them where the channel says so, drops them
+    /// otherwise.
+    async fn settle_expired(&mut self, subscription: String, offsets: Vec<u64>) {
+        if self.config.dead_letters.on_expiry {
+            let kind = moves::MoveKind::Dead {
+                reason: DeathReason::Expired,
+                error: None,
+            };
+            self.start_move(subscription, offsets, kind, Done::Nothing)
+                .await;
+        } else {
+            self.drop_expired(subscription, offsets);
+        }
+    }
+
+    /// Drops expired offsets: done at once in memory (expiry is decided again the same way
+    /// after a restart, so applying before the log commits loses nothing), and logged.
+    fn drop_expired(&mut self, subscription: String, offsets: Vec<u64>) {
+        if let Some(sub) = self.subs.get_mut(&subscription) {
+            for &o in &offsets {
+                sub.cursor.apply_ack(o, o + 1);
+            }
+        }
+        tracing::debug!(channel = %self.config.channel, count = offsets.len(), "expired");
+        let command = Command::Settle {
+            subscription,
+            offsets,
+            outcome: "expired".into(),
+        };
+        self.change(command, Done::Nothing);
     }
 
     /// Applies a committed command to the in-memory state.
@@ -278,6 +393,17 @@ impl Partition {
                 if let Some(sub) = self.subs.get_mut(&subscription) {
                     for (from, to) in ranges {
                         sub.cursor.apply_ack(from, to);
+                    }
+                }
+            }
+            Command::Settle {
+                subscription,
+                offsets,
+                outcome: _,
+            } => {
+                if let Some(sub) = self.subs.get_mut(&subscription) {
+                    for offset in offsets {
+                        sub.cursor.apply_ack(offset, offset + 1);
                     }
                 }
             }
@@ -345,6 +471,7 @@ impl Partition {
         match after {
             AfterWrite::Published { batch, reply } => {
                 self.committed = self.committed.max(batch.next_offset());
+                self.expiry.observe(&batch);
                 let ack = PublishAck {
                     partition: self.config.id,
                     stored: vec![StoredRun {
@@ -354,6 +481,7 @@ impl Partition {
                     }],
                     ..PublishAck::default()
                 };
+                self.metrics.published(&batch);
                 self.cache.push(batch);
                 reply.send(Ok(Response::Published(ack)));
             }
@@ -378,8 +506,21 @@ impl Partition {
         for name in names {
             while let Some(out) = self.grant_round(&name, now) {
                 for (handle, grants) in out {
+                    self.metrics.delivered(&name, &grants);
                     self.send_grants(&handle, &grants).await;
                 }
+            }
+            if !self.expired.is_empty() {
+                let offsets = std::mem::take(&mut self.expired);
+                self.settle_expired(name.clone(), offsets).await;
+            }
+            if !self.doomed.is_empty() {
+                let offsets = std::mem::take(&mut self.doomed);
+                let kind = moves::MoveKind::Dead {
+                    reason: DeathReason::MaxDeliveries,
+                    error: None,
+                };
+                self.start_move(name, offsets, kind, Done::Nothing).await;
             }
         }
     }
@@ -408,7 +549,24 @@ impl Partition {
                 continue;
             }
             let deadline = now + handle.lease.unwrap_or(sub.lease);
-            let grants = sub.cursor.grant(key, got, self.committed, now, deadline);
+            let mut grants = sub.cursor.grant(key, got, self.committed, now, deadline);
+            let max = self.config.dead_letters.max_deliveries;
+            for g in grants.iter().filter(|g| g.count > max) {
+                let offsets: Vec<u64> = (g.start..g.end).collect();
+                self.doomed.extend(sub.cursor.take_held(key, &offsets));
+            }
+            grants.retain(|g| g.count <= max);
+            if self.expiry.is_active() {
+                let now_ms = now_ms();
+                let expired: Vec<u64> = grants
+                    .iter()
+                    .flat_map(|g| self.expiry.expired_in(g.start, g.end, now_ms))
+                    .collect();
+                if !expired.is_empty() {
+                    self.expired.extend(sub.cursor.take_held(key, &expired));
+                    grants = without(grants, &expired);
+                }
+            }
             let used: u64 = grants.iter().map(|g| g.end - g.start).sum();
             handle.credit.refund(got - used);
             if used > 0 {
@@ -458,6 +616,17 @@ impl Partition {
             .find(|b| !b.is_control() && b.base_offset() <= offset && offset < b.next_offset())
     }
 
+    /// Sets the gauges after a burst; measures the oldest-unacked ages when they are due.
+    async fn refresh_metrics(&mut self) {
+        let stats = self.log.stats();
+        self.metrics.refresh(&self.subs, self.committed, stats);
+        let now = Instant::now();
+        if self.metrics.ages_due().is_some_and(|due| due <= now) {
+            let ages = self.oldest_unacked().await;
+            self.metrics.set_ages(&ages, now);
+        }
+    }
+
     fn snapshot(&self, oldest: &HashMap<String, u64>) -> PartitionSnapshot {
         let stats = self.log.stats();
         let info = PartitionInfo {
@@ -492,4 +661,31 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `grants` without the offsets in `removed`, split around them.
+fn without(grants: Vec<Grant>, removed: &[u64]) -> Vec<Grant> {
+    let removed: std::collections::BTreeSet<u64> = removed.iter().copied().collect();
+    let mut out = Vec::with_capacity(grants.len());
+    for g in grants {
+        let mut start = g.start;
+        for &o in removed.range(g.start..g.end) {
+            if o > start {
+                out.push(Grant {
+                    start,
+                    end: o,
+                    count: g.count,
+                });
+            }
+            start = o + 1;
+        }
+        if start < g.end {
+            out.push(Grant {
+                start,
+                end: g.end,
+                count: g.count,
+            });
+        }
+    }
+    out
 }

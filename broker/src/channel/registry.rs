@@ -14,8 +14,11 @@ use sluice_protocol::types::{
     ChannelDescription, ChannelKind, ChannelSettings, PartitionMeta, SubscriptionInfo,
 };
 
+use super::dead_letter::{self, MoveSink};
 use super::error::ChannelError;
-use super::partition::{self, PartitionConfig, PartitionHandle, PartitionRequest};
+use super::partition::{
+    self, DeadLetterPolicy, PartitionConfig, PartitionHandle, PartitionRequest,
+};
 use super::subscription::Lifetime;
 use crate::config::{BrokerConfig, ChannelDefaults, Fsync};
 use crate::log::{FsyncPolicy, LogConfig};
@@ -38,6 +41,9 @@ pub struct ChannelSpec {
     pub partitions: u32,
     /// Default lease, in milliseconds.
     pub lease_ms: u64,
+    /// Everything else it was created with (dead letters, contract, expiry, dedupe).
+    #[serde(default)]
+    pub settings: ChannelSettings,
 }
 
 /// An open channel: its spec and its partition tasks.
@@ -151,7 +157,7 @@ impl Channel {
             lease_ms: self.spec.lease_ms,
             partitions,
             subscriptions,
-            settings: Default::default(),
+            settings: Box::new(self.spec.settings.clone()),
         })
     }
 
@@ -181,6 +187,8 @@ pub struct Registry {
     channels: DashMap<String, Arc<Channel>>,
     /// Serialises create and delete so two of them never race on one directory.
     admin: tokio::sync::Mutex<()>,
+    /// Where partitions send dead letters and invalid messages.
+    mover: MoveSink,
 }
 
 impl Registry {
@@ -188,15 +196,18 @@ impl Registry {
     ///
     /// # Errors
     /// [`ChannelError`] when a spec or a partition log cannot be opened.
-    pub async fn open(config: &BrokerConfig) -> Result<Self, ChannelError> {
+    pub async fn open(config: &BrokerConfig) -> Result<Arc<Self>, ChannelError> {
         let dir = config.data_dir.join("channels");
         std::fs::create_dir_all(&dir).map_err(|e| meta_error(&dir, e))?;
-        let registry = Self {
+        let (mover, moves) = tokio::sync::mpsc::unbounded_channel();
+        let registry = Arc::new(Self {
             dir,
             defaults: config.channel_defaults.clone(),
             channels: DashMap::new(),
             admin: tokio::sync::Mutex::new(()),
-        };
+            mover,
+        });
+        tokio::spawn(dead_letter::run_mover(Arc::downgrade(&registry), moves));
         for spec in registry.stored_specs()? {
             let channel = registry.start(spec).await?;
             registry.channels.insert(channel.spec.name.clone(), channel);
@@ -289,11 +300,31 @@ impl Registry {
                 "lease must be longer than 0".into(),
             ));
         }
+        if let Some(0) = settings.max_deliveries {
+            return Err(ChannelError::InvalidArgument(
+                "max_deliveries must be at least 1".into(),
+            ));
+        }
+        for (what, target) in [
+            ("dead_letter_channel", &settings.dead_letter_channel),
+            ("invalid_channel", &settings.invalid_channel),
+        ] {
+            match target {
+                Some(t) if t == name => {
+                    return Err(ChannelError::InvalidArgument(format!(
+                        "{what} cannot be the channel itself"
+                    )))
+                }
+                Some(t) => check_name(t)?,
+                None => {}
+            }
+        }
         Ok(ChannelSpec {
             name: name.to_owned(),
             kind,
             partitions,
             lease_ms,
+            settings: settings.clone(),
         })
     }
 
@@ -353,6 +384,18 @@ impl Registry {
             max_batch_bytes: d.max_batch_bytes,
             log,
             cache_bytes: CACHE_BYTES,
+            dead_letters: DeadLetterPolicy {
+                max_deliveries: spec.settings.max_deliveries.unwrap_or(d.max_deliveries),
+                channel: spec
+                    .settings
+                    .dead_letter_channel
+                    .clone()
+                    .unwrap_or_else(|| format!("{}.dlq", spec.name)),
+                on_expiry: spec.settings.expired_to_dead_letter.unwrap_or(false),
+                invalid_channel: spec.settings.invalid_channel.clone(),
+                mover: self.mover.clone(),
+            },
+            max_age: spec.settings.max_age_ms.map(Duration::from_millis),
         }
     }
 }

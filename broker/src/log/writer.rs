@@ -147,6 +147,10 @@ pub(crate) struct Writer {
     dirty: bool,
     /// When the last sync happened (for the interval policy).
     last_sync: Instant,
+    /// Time per `fdatasync`.
+    fsync_seconds: metrics::Histogram,
+    /// Time per group write (`writev` calls of one group).
+    write_seconds: metrics::Histogram,
 }
 
 /// The most commands handled before the group is written and synced.
@@ -173,6 +177,8 @@ impl Writer {
             written_offset: start.durable_offset,
             dirty: false,
             last_sync: Instant::now(),
+            fsync_seconds: metrics::histogram!("sluice_log_fsync_duration_seconds"),
+            write_seconds: metrics::histogram!("sluice_log_write_duration_seconds"),
         };
         std::thread::Builder::new()
             .name("sluice-log-writer".into())
@@ -309,6 +315,7 @@ impl Writer {
         if self.group.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         let mut slices: Vec<IoSlice<'_>> = self.group.iter().map(|b| IoSlice::new(b)).collect();
         let mut rest = &mut slices[..];
         let mut file = &*self.target.file;
@@ -324,15 +331,17 @@ impl Writer {
         }
         self.group.clear();
         self.dirty = true;
+        self.write_seconds.record(started.elapsed().as_secs_f64());
         Ok(())
     }
 
     /// `fdatasync` of the active segment.
     fn sync(&mut self) -> Result<(), LogError> {
         if self.dirty {
-            let file = &self.target.file;
+            let (file, started) = (&self.target.file, Instant::now());
             file.sync_data()
                 .map_err(|e| LogError::io(&self.target.path, e))?;
+            self.fsync_seconds.record(started.elapsed().as_secs_f64());
             self.dirty = false;
         }
         self.last_sync = Instant::now();

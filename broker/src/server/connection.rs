@@ -20,6 +20,7 @@ use super::dispatch::Session;
 use super::frame_reader::{FrameReader, ReadError};
 use super::handshake::negotiate;
 use super::linger::linger_close;
+use super::request_metrics;
 use super::writer::{Writer, WriterSignals};
 use crate::channel::outbox::Outgoing;
 
@@ -185,11 +186,13 @@ impl Connection {
             return self.send(correlation_id, opcode::HANDSHAKE, Err(error));
         }
         self.expected.fetch_add(1, Ordering::AcqRel);
+        let (op, started) = (request.opcode(), Instant::now());
         let session = &self.session;
         self.ctx
             .dispatcher
             .handle(session, correlation_id, request)
             .await;
+        request_metrics::observe(op, started.elapsed());
     }
 
     fn decode(&mut self, frame: &Frame) -> Result<Request, End> {

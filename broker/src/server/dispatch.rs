@@ -52,7 +52,7 @@ pub struct Dispatcher {
 #[derive(Debug)]
 struct Inner {
     /// Open channels.
-    registry: Registry,
+    registry: Arc<Registry>,
     /// Attached consumers by (session, client-chosen consumer id).
     consumers: DashMap<(u64, u64), Attachment>,
     /// Next session id.
@@ -157,6 +157,7 @@ impl Dispatcher {
             Request::Ack(a) => return self.ack(session, a, reply).await.map(|()| None),
             Request::Nack(n) => return self.nack(session, n, reply).await.map(|()| None),
             Request::Extend(x) => return self.extend(session, x, reply).await.map(|()| None),
+            Request::Reject(r) => return self.reject(session, r, reply).await.map(|()| None),
             Request::Subscribe(s) => self.subscribe(session, s).await?,
             Request::Detach(d) => self.detach(session, d.consumer_id).await?,
             other => self.admin(other).await?,
@@ -202,7 +203,7 @@ impl Dispatcher {
             Request::ListSubscriptions(c) => {
                 Response::Subscriptions(registry.get(&c.name)?.describe().await?.subscriptions)
             }
-            Request::Reject(_) | Request::InitProducer(_) | Request::Redrive(_) => {
+            Request::InitProducer(_) | Request::Redrive(_) => {
                 return Err(ChannelError::InvalidArgument(
                     "dead letters and producer sessions are not supported yet".into(),
                 ));
@@ -374,6 +375,23 @@ impl Dispatcher {
             reply,
         };
         a.channel.partition(nack.partition)?.send(request).await
+    }
+
+    async fn reject(
+        &self,
+        session: &Session,
+        r: request::Reject,
+        reply: Reply,
+    ) -> Result<(), ChannelError> {
+        let a = self.attachment(session, r.consumer_id)?;
+        let request = PartitionRequest::Reject {
+            consumer: a.key,
+            offsets: r.offsets,
+            reason: r.reason,
+            invalid: r.invalid,
+            reply,
+        };
+        a.channel.partition(r.partition)?.send(request).await
     }
 
     async fn extend(

@@ -213,6 +213,7 @@ impl<'a> Acceptor<'a> {
         }
         let ctx = self.ctx.clone();
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            metrics::counter!("sluice_connections_accepted_total").increment(1);
             self.ctx.tracker.spawn(async move {
                 metrics::gauge!("sluice_connections_active").increment(1.0);
                 serve(stream, ctx).await;

@@ -18,6 +18,7 @@ mod handshake;
 mod linger;
 mod listener;
 mod refuse;
+mod request_metrics;
 mod writer;
 
 pub use listener::{RunningServer, Server, ServerError};

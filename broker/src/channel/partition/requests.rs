@@ -8,11 +8,14 @@ use sluice_protocol::{RecordBatch, Response, Stamp};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::metrics::ReturnReason;
+use super::moves::MoveKind;
 use super::writes::{self, AfterWrite, Done};
 use super::{now_ms, Attached, Partition, TERM};
 use crate::channel::command::Command;
 use crate::channel::consumer::ConsumerHandle;
 use crate::channel::cursor::ConsumerKey;
+use crate::channel::dead_letter::DeathReason;
 use crate::channel::error::ChannelError;
 use crate::channel::outbox::Reply;
 use crate::channel::subscription::{Lifetime, Subscription};
@@ -63,6 +66,19 @@ pub enum PartitionRequest {
         /// Redelivery delay.
         delay: Duration,
         /// Answer.
+        reply: Reply,
+    },
+    /// Give up on deliveries: dead-letter them, or move them to the invalid channel.
+    Reject {
+        /// Who rejects them.
+        consumer: ConsumerKey,
+        /// Offsets.
+        offsets: Vec<u64>,
+        /// The consumer's reason.
+        reason: String,
+        /// Move to the invalid channel instead of the dead-letter channel.
+        invalid: bool,
+        /// Answer, once moved and settled.
         reply: Reply,
     },
     /// Extend leases.
@@ -166,6 +182,24 @@ impl Partition {
             } => {
                 self.extend(consumer, &offsets, lease, reply);
             }
+            PartitionRequest::Reject {
+                consumer,
+                offsets,
+                reason,
+                invalid,
+                reply,
+            } => {
+                let kind = if invalid {
+                    MoveKind::Invalid { reason }
+                } else {
+                    MoveKind::Dead {
+                        reason: DeathReason::Rejected,
+                        error: Some(reason),
+                    }
+                };
+                self.reject(consumer, &offsets, kind, Done::Reply(reply))
+                    .await;
+            }
             PartitionRequest::CreateSubscription {
                 name,
                 lifetime,
@@ -209,6 +243,7 @@ impl Partition {
         let batch = batch.stamp(stamp);
         match self.log.append_stamped(batch.clone()) {
             Ok((_, durable)) => {
+                let durable = self.metrics.time_append(durable);
                 writes::push(
                     &mut self.writes,
                     durable,
@@ -262,10 +297,12 @@ impl Partition {
             return;
         }
         let offsets = sub.cursor.release(key);
+        self.metrics
+            .returned(&name, ReturnReason::ConsumerDetached, offsets.len());
         self.return_offsets(name, offsets, Duration::ZERO, Done::Nothing);
     }
 
-    fn attached(&self, key: ConsumerKey) -> Result<String, ChannelError> {
+    pub(super) fn attached(&self, key: ConsumerKey) -> Result<String, ChannelError> {
         self.consumers
             .get(&key)
             .map(|a| a.subscription.clone())
@@ -284,6 +321,8 @@ impl Partition {
             ));
             return reply.send(Err(e.to_wire()));
         }
+        let acked = ranges.iter().map(|(from, to)| to - from).sum();
+        self.metrics.acked(&subscription, acked);
         self.change(
             Command::Ack {
                 subscription,
@@ -302,6 +341,7 @@ impl Partition {
             Some(sub) => sub.cursor.take_held(key, offsets),
             None => Vec::new(),
         };
+        self.metrics.nacked(&name, held.len());
         self.return_offsets(name, held, delay, Done::Reply(reply));
     }
 
@@ -358,7 +398,7 @@ impl Partition {
     }
 
     /// Age in ms of each subscription's oldest unacked message.
-    async fn oldest_unacked(&mut self) -> HashMap<String, u64> {
+    pub(super) async fn oldest_unacked(&mut self) -> HashMap<String, u64> {
         let floors: Vec<(String, u64)> = self
             .subs
             .iter()
@@ -382,7 +422,8 @@ fn refuse(request: PartitionRequest) {
         PartitionRequest::Publish { reply, .. }
         | PartitionRequest::Ack { reply, .. }
         | PartitionRequest::Nack { reply, .. }
-        | PartitionRequest::Extend { reply, .. } => reply.send(Err(e.to_wire())),
+        | PartitionRequest::Extend { reply, .. }
+        | PartitionRequest::Reject { reply, .. } => reply.send(Err(e.to_wire())),
         PartitionRequest::Attach { done, .. }
         | PartitionRequest::CreateSubscription { done, .. }
         | PartitionRequest::DeleteSubscription { done, .. } => {
