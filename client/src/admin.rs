@@ -1,11 +1,12 @@
-//! Administration: channels, subscriptions, purge and metadata, as methods on [`Client`].
+//! Administration: channels, subscriptions, purge, redrive and metadata, as methods on
+//! [`Client`].
 //!
 //! Each call is one request and one answer; none of them is on the data path.
 
 use std::time::Duration;
 
 use sluice_protocol::request::{
-    ChannelName, CreateChannel, CreateSubscription, Metadata, Purge, SubscriptionRef,
+    ChannelName, CreateChannel, CreateSubscription, Metadata, Purge, Redrive, SubscriptionRef,
 };
 use sluice_protocol::types::{
     ChannelDescription, ChannelKind, ChannelMeta, ChannelSettings, ChannelSummary, SubscriptionInfo,
@@ -30,15 +31,20 @@ pub(crate) fn millis(d: Duration) -> u64 {
 }
 
 impl Client {
-    /// Creates a channel.
+    /// Creates a channel. Unset settings take the broker's defaults; the settings also hold the
+    /// dead-letter (`max_deliveries`, `dead_letter_channel`, `expired_to_dead_letter`), expiry
+    /// (`max_age_ms`), contract (`payload_format`, `max_payload_bytes`, `content_types`,
+    /// `required_headers`, `invalid_channel`) and dedupe (`dedupe_window_ms`) options.
     ///
     /// ```no_run
     /// # async fn run(client: sluice_client::Client) -> sluice_client::Result<()> {
-    /// use sluice_client::types::{ChannelKind, ChannelSettings};
+    /// use sluice_client::types::{ChannelKind, ChannelSettings, PayloadFormat};
     /// let settings = ChannelSettings {
     ///     partitions: Some(4),
     ///     lease_ms: Some(30_000),
     ///     max_deliveries: Some(5),
+    ///     payload_format: Some(PayloadFormat::Json),
+    ///     invalid_channel: Some("orders.invalid".into()),
     ///     ..ChannelSettings::default()
     /// };
     /// client.create_channel("orders", ChannelKind::Queue, settings).await?;
@@ -169,6 +175,29 @@ impl Client {
             subscription: subscription.map(str::to_owned),
         });
         expect!(self.request(&request).await?, Response::Ok => (), "purge")
+    }
+
+    /// Publishes dead letters of the dead-letter channel `dlq` back to the channel each came
+    /// from (or to `to`), without the death headers; at most `count` of them (all when
+    /// `None`). Returns how many were redriven.
+    ///
+    /// ```no_run
+    /// # async fn run(client: sluice_client::Client) -> sluice_client::Result<()> {
+    /// let moved = client.redrive("orders.dlq", None, Some(100)).await?;
+    /// println!("redriven {moved}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// `UnknownChannel`, or a connection error.
+    pub async fn redrive(&self, dlq: &str, to: Option<&str>, count: Option<u64>) -> Result<u64> {
+        let request = Request::Redrive(Redrive {
+            channel: dlq.to_owned(),
+            to: to.map(str::to_owned),
+            count,
+        });
+        expect!(self.request(&request).await?, Response::Redriven(r) => r.count, "redrive")
     }
 }
 

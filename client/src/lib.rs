@@ -7,9 +7,13 @@
 //! - [`Producer`]: publishes to one channel; batches per partition (linger, size, many batches in
 //!   flight); [`Producer::send`] resolves when the message is stored.
 //! - [`Consumer`]: a [`futures::Stream`] of [`Delivery`] items under a prefetch window;
-//!   [`Delivery::ack`], [`Delivery::nack`], [`Delivery::extend`]; acks coalesce into ranges.
+//!   [`Delivery::ack`], [`Delivery::nack`], [`Delivery::reject`], [`Delivery::reject_invalid`],
+//!   [`Delivery::extend`]; acks coalesce into ranges.
+//! - [`ProducerBuilder::idempotent`]: a producer session, so resent batches are stored once;
+//!   [`Outcome`] says `Stored`, `Duplicate` or `Invalid` per message.
 //! - [`IdempotentReceiver`]: skips message ids already processed (delivery is at least once).
-//! - Administration: [`Client::create_channel`], [`Client::list_channels`], … (see `admin`).
+//! - Administration: [`Client::create_channel`], [`Client::list_channels`],
+//!   [`Client::redrive`], … (see `admin`).
 //!
 //! ```no_run
 //! use futures::StreamExt;
@@ -61,6 +65,10 @@ pub use sluice_protocol::{ErrorCode, NewMessage};
 pub mod types {
     pub use sluice_protocol::types::{
         ChannelDescription, ChannelKind, ChannelMeta, ChannelSettings, ChannelSummary,
-        PartitionInfo, PartitionMeta, SubscriptionInfo,
+        PartitionInfo, PartitionMeta, PayloadFormat, SubscriptionInfo,
     };
 }
+
+/// Names of the headers the broker writes on dead letters and invalid messages, re-exported
+/// from the protocol crate.
+pub use sluice_protocol::headers;

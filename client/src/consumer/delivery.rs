@@ -1,10 +1,11 @@
 //! [`Delivery`]: one message handed to a consumer, with the means to settle it.
 //!
-//! Settling sends a command to the consumer's driver task, which batches it with others into
+//! Settling (ack, nack, reject, extend) sends a command to the consumer's driver task, which batches it with others into
 //! range acks; `ack` then waits until the broker has answered (the ack is durable), while
 //! `ack_nowait` returns at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,7 +25,7 @@ pub(crate) enum Command {
         partition: u32,
         /// Its offset.
         offset: u64,
-        /// Ack, nack or extend.
+        /// Ack, nack, reject or extend.
         kind: SettleKind,
         /// Who waits for the broker's answer, if anyone.
         reply: Option<oneshot::Sender<Result<()>>>,
@@ -141,6 +142,35 @@ impl Delivery {
     pub async fn nack(&self, delay: Duration) -> Result<()> {
         let delay_ms = millis(delay);
         self.settle_and_wait(SettleKind::Nack { delay_ms }).await
+    }
+
+    /// Rejects the message for good: the broker moves it to the subscription's dead-letter
+    /// channel with `sluice-death-reason: rejected` and `reason` in `sluice-death-error`, and
+    /// waits until that is recorded.
+    ///
+    /// # Errors
+    /// As [`Delivery::ack`].
+    pub async fn reject(&self, reason: impl Into<String>) -> Result<()> {
+        let reason = Arc::from(reason.into());
+        let kind = SettleKind::Reject {
+            reason,
+            invalid: false,
+        };
+        self.settle_and_wait(kind).await
+    }
+
+    /// Rejects the message as invalid: the broker moves it to the channel's invalid-message
+    /// channel with `reason` in `sluice-invalid-reason`, and waits until that is recorded.
+    ///
+    /// # Errors
+    /// As [`Delivery::ack`]; the broker's error when the channel has no invalid channel.
+    pub async fn reject_invalid(&self, reason: impl Into<String>) -> Result<()> {
+        let reason = Arc::from(reason.into());
+        let kind = SettleKind::Reject {
+            reason,
+            invalid: true,
+        };
+        self.settle_and_wait(kind).await
     }
 
     /// Extends the lease: the broker keeps the message with this consumer for `lease` from now.

@@ -213,10 +213,10 @@ impl Driver {
                     }
                     return None;
                 }
-                self.pending.add(partition, offset, kind, reply);
                 if kind.settles() {
                     self.to_grant += 1;
                 }
+                self.pending.add(partition, offset, kind, reply);
                 None
             }
         }

@@ -1,11 +1,12 @@
-//! Settlement batching: acks, nacks and lease extensions of many deliveries gathered into few
-//! requests. Acks of one partition become one `Ack` frame of half-open offset ranges.
+//! Settlement batching: acks, nacks, rejects and lease extensions of many deliveries gathered
+//! into few requests. Acks of one partition become one `Ack` frame of half-open offset ranges.
 //!
 //! Pure bookkeeping; the consumer's driver task decides when to flush and sends the requests.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use sluice_protocol::request::{Ack, Extend, Nack};
+use sluice_protocol::request::{Ack, Extend, Nack, Reject};
 use sluice_protocol::Request;
 use tokio::sync::oneshot;
 
@@ -15,7 +16,7 @@ use crate::error::Result;
 pub(crate) type Waiter = oneshot::Sender<Result<()>>;
 
 /// What to do with a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum SettleKind {
     /// Done with it.
     Ack,
@@ -29,11 +30,18 @@ pub(crate) enum SettleKind {
         /// New lease from now, in milliseconds.
         lease_ms: u64,
     },
+    /// Failed for good: dead-letter it, or move it to the invalid channel.
+    Reject {
+        /// Why, for the dead letter's or invalid message's headers.
+        reason: Arc<str>,
+        /// Whether it goes to the invalid channel rather than the dead-letter channel.
+        invalid: bool,
+    },
 }
 
 impl SettleKind {
     /// Whether the delivery is finished with (and its credit can be granted again).
-    pub(crate) fn settles(self) -> bool {
+    pub(crate) fn settles(&self) -> bool {
         !matches!(self, Self::Extend { .. })
     }
 }
@@ -100,6 +108,13 @@ impl Settlements {
                         offsets: group.offsets,
                         lease_ms,
                     }),
+                    SettleKind::Reject { reason, invalid } => Request::Reject(Reject {
+                        consumer_id,
+                        partition,
+                        offsets: group.offsets,
+                        reason: reason.to_string(),
+                        invalid,
+                    }),
                 };
                 (request, group.waiters)
             })
@@ -157,10 +172,29 @@ mod tests {
         }
         s.add(1, 9, SettleKind::Ack, None);
         s.add(0, 7, SettleKind::Nack { delay_ms: 10 }, None);
-        assert_eq!(s.len(), 5);
+        let reject = |reason: &str, invalid| SettleKind::Reject {
+            reason: reason.into(),
+            invalid,
+        };
+        s.add(0, 5, reject("bad", false), None);
+        s.add(0, 6, reject("bad", false), None);
+        s.add(0, 8, reject("bad", true), None);
+        assert_eq!(s.len(), 8);
         let mut requests: Vec<Request> = s.take_requests(42).into_iter().map(|(r, _)| r).collect();
         requests.sort_by_key(|r| format!("{r:?}"));
-        assert_eq!(requests.len(), 3);
+        assert_eq!(requests.len(), 5);
+        let mut rejected = None;
+        for r in &requests {
+            if let Request::Reject(r) = r {
+                if !r.invalid {
+                    rejected = Some(r.clone());
+                }
+            }
+        }
+        let mut rejected = rejected.unwrap();
+        rejected.offsets.sort_unstable();
+        assert_eq!(rejected.offsets, vec![5, 6]);
+        assert_eq!(rejected.reason, "bad");
         assert!(requests.contains(&Request::Ack(Ack {
             consumer_id: 42,
             partition: 0,

@@ -12,6 +12,7 @@
 
 mod partition;
 mod publish;
+mod session;
 mod task;
 
 use std::future::Future;
@@ -24,11 +25,15 @@ use std::time::Duration;
 use sluice_protocol::NewMessage;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use self::session::Session;
 use crate::error::{ClientError, Result};
 use crate::Client;
 
 /// Where a published message ended up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// A message that broke the channel's contract while the channel has no invalid channel is not
+/// an outcome: its `send` fails with [`ErrorCode::InvalidMessage`](crate::ErrorCode).
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
     /// Stored (durable by the channel's durability setting) at this partition and offset.
@@ -38,21 +43,62 @@ pub enum Outcome {
         /// Its offset there.
         offset: u64,
     },
+    /// Not stored again: the broker had it already (same producer sequence, or same message id
+    /// within the channel's dedupe window), stored at this partition and offset.
+    Duplicate {
+        /// Partition of the original.
+        partition: u32,
+        /// Offset of the original.
+        offset: u64,
+    },
+    /// Broke the channel's contract: never delivered to the channel's consumers, stored in
+    /// its invalid channel instead.
+    Invalid {
+        /// Partition of the channel the message was sent to.
+        partition: u32,
+        /// Which rule it broke.
+        reason: String,
+        /// The invalid channel that holds it.
+        routed_to: String,
+    },
 }
 
 impl Outcome {
-    /// The partition of the stored message.
+    /// The partition the message was sent to (for a duplicate, the original's).
     pub fn partition(&self) -> u32 {
         match self {
-            Self::Stored { partition, .. } => *partition,
+            Self::Stored { partition, .. }
+            | Self::Duplicate { partition, .. }
+            | Self::Invalid { partition, .. } => *partition,
         }
     }
 
-    /// The offset of the stored message.
+    /// The offset of the message in its partition: where it was stored, or where the original
+    /// of a duplicate is. An invalid message has none in this channel: `u64::MAX` (see
+    /// [`Outcome::position`] for an `Option`).
     pub fn offset(&self) -> u64 {
+        self.position().map_or(u64::MAX, |(_, offset)| offset)
+    }
+
+    /// `(partition, offset)` of the message in the channel, if it is there (stored now or
+    /// before); `None` for an invalid message.
+    pub fn position(&self) -> Option<(u32, u64)> {
         match self {
-            Self::Stored { offset, .. } => *offset,
+            Self::Stored { partition, offset } | Self::Duplicate { partition, offset } => {
+                Some((*partition, *offset))
+            }
+            Self::Invalid { .. } => None,
         }
+    }
+
+    /// Whether the message was stored by this publish.
+    pub fn is_stored(&self) -> bool {
+        matches!(self, Self::Stored { .. })
+    }
+
+    /// Whether the broker had the message already.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Self::Duplicate { .. })
     }
 }
 
@@ -107,9 +153,29 @@ pub struct ProducerBuilder {
     channel: String,
     /// Batching settings.
     options: ProducerOptions,
+    /// Whether to open a producer session, so the broker drops resent batches.
+    idempotent: bool,
 }
 
 impl ProducerBuilder {
+    /// Makes the producer idempotent: `build` opens a producer session with the broker, every
+    /// batch carries the session and a per-partition sequence, and a batch whose connection was
+    /// lost is resent with the same bytes. The broker stores it once; a resend of a batch it
+    /// had stored is answered [`Outcome::Duplicate`] with the original offsets.
+    ///
+    /// ```no_run
+    /// # async fn run(client: sluice_client::Client) -> sluice_client::Result<()> {
+    /// let producer = client.producer("orders").idempotent().build().await?;
+    /// let outcome = producer.send(sluice_client::Message::new("once")).await?;
+    /// assert!(outcome.position().is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+
     /// Sets the linger time (default zero).
     pub fn linger(mut self, linger: Duration) -> Self {
         self.options.linger = linger;
@@ -140,10 +206,11 @@ impl ProducerBuilder {
         self
     }
 
-    /// Looks the channel up and starts the producer.
+    /// Looks the channel up, opens the producer session if [idempotent](Self::idempotent), and
+    /// starts the producer.
     ///
     /// # Errors
-    /// `UnknownChannel`, or a connection error.
+    /// `UnknownChannel`, the broker's refusal of a session, or a connection error.
     pub async fn build(mut self) -> Result<Producer> {
         let meta = self.client.channel_meta(&self.channel).await?;
         let partitions = u32::try_from(meta.partitions.len())
@@ -151,7 +218,12 @@ impl ProducerBuilder {
             .max(1);
         let frame_limit = self.client.broker_max_frame().await?.saturating_sub(1024);
         self.options.max_batch_bytes = self.options.max_batch_bytes.min(frame_limit).max(1);
+        let session = match self.idempotent {
+            true => Some(Session::open(&self.client, &self.channel).await?),
+            false => None,
+        };
         let shared = Arc::new(Shared {
+            session,
             in_flight: Arc::new(Semaphore::new(self.options.max_in_flight)),
             client: self.client,
             channel: self.channel,
@@ -182,6 +254,8 @@ pub(crate) struct Shared {
     options: ProducerOptions,
     /// One permit per batch in flight.
     in_flight: Arc<Semaphore>,
+    /// The producer session of an idempotent producer.
+    session: Option<Session>,
 }
 
 impl Shared {
@@ -224,6 +298,7 @@ impl Client {
             client: self.clone(),
             channel: channel.into(),
             options: ProducerOptions::default(),
+            idempotent: false,
         }
     }
 }
@@ -239,12 +314,22 @@ impl Producer {
         self.shared.partitions
     }
 
-    /// Publishes one message, batched with others, and waits until the broker has stored it.
+    /// `(producer_id, epoch)` of an idempotent producer's session; `None` otherwise.
+    pub fn session(&self) -> Option<(u64, u16)> {
+        let id = self.shared.session.as_ref()?.id();
+        Some((id.producer_id, id.epoch))
+    }
+
+    /// Publishes one message, batched with others, and waits until the broker has stored it (or
+    /// found it a duplicate, or routed it to the channel's invalid channel).
     ///
     /// # Errors
-    /// [`ClientError::InvalidMessage`] when it cannot be encoded; the broker's error for its
+    /// [`ClientError::InvalidMessage`] when it cannot be encoded; a broker error with
+    /// [`ErrorCode::InvalidMessage`](crate::ErrorCode) when it breaks the channel's contract
+    /// and the channel has no invalid channel (nothing is stored); the broker's error for its
     /// batch; [`ClientError::Disconnected`] when the connection dropped before the answer (the
-    /// message may or may not be stored: set an id to make a retry safe).
+    /// message may or may not be stored: an [idempotent](ProducerBuilder::idempotent) producer
+    /// resends it safely itself; otherwise set an id to make a retry safe).
     pub async fn send(&self, message: impl Into<NewMessage>) -> Result<Outcome> {
         self.enqueue(message).await?.await
     }
@@ -284,7 +369,8 @@ impl Producer {
     /// queue. Outcomes come back in the order of `messages`.
     ///
     /// # Errors
-    /// As [`Producer::send`]; the first failing batch fails the call.
+    /// As [`Producer::send`]; the first failing batch or refused message fails the call (other
+    /// messages may be stored).
     pub async fn send_batch(&self, messages: Vec<NewMessage>) -> Result<Vec<Outcome>> {
         publish::send_batch(&self.shared, messages).await
     }

@@ -1,9 +1,11 @@
 //! Pure pieces of publishing: which partition a message goes to, whether it can be encoded, and
-//! which offset each message got from a publish answer.
+//! what became of each message according to a publish answer.
 
-use sluice_protocol::types::{partition_for_key, StoredRun};
-use sluice_protocol::NewMessage;
+use sluice_protocol::response::PublishAck;
+use sluice_protocol::types::partition_for_key;
+use sluice_protocol::{ErrorCode, NewMessage};
 
+use super::Outcome;
 use crate::error::{ClientError, Result};
 
 /// The partition a message must go to, if it has a key (hash of the key) or a publisher-set id
@@ -44,27 +46,65 @@ pub(crate) fn validate(message: &NewMessage) -> Result<()> {
     Ok(())
 }
 
-/// The offset of each of `count` messages, from the runs of a publish answer.
+/// What became of each of the `count` messages of a batch, from the broker's answer: an
+/// [`Outcome`], or the typed error of a message refused for breaking the channel's contract.
 ///
 /// # Errors
-/// [`ClientError::UnexpectedResponse`] when the runs leave a message out or point past the batch.
-pub(crate) fn offsets_from_runs(runs: &[StoredRun], count: usize) -> Result<Vec<u64>> {
-    let bad = || ClientError::UnexpectedResponse { request: "publish" };
-    let mut offsets = vec![None; count];
-    for run in runs {
-        let start = run.index as usize;
-        let end = start + run.count as usize;
-        let slots = offsets.get_mut(start..end).ok_or_else(bad)?;
-        for (i, slot) in slots.iter_mut().enumerate() {
-            *slot = Some(run.offset + i as u64);
+/// [`ClientError::UnexpectedResponse`] when the answer leaves a message out, names one twice or
+/// points past the batch.
+pub(crate) fn outcomes_from_ack(ack: &PublishAck, count: usize) -> Result<Vec<Result<Outcome>>> {
+    let partition = ack.partition;
+    let mut slots: Vec<Option<Result<Outcome>>> = vec![None; count];
+    for run in &ack.stored {
+        for i in 0..run.count {
+            let offset = run.offset + u64::from(i);
+            let index = run.index.checked_add(i).ok_or_else(bad_ack)?;
+            fill(&mut slots, index, Ok(Outcome::Stored { partition, offset }))?;
         }
     }
-    offsets.into_iter().map(|o| o.ok_or_else(bad)).collect()
+    for dup in &ack.duplicates {
+        let offset = dup.offset;
+        fill(
+            &mut slots,
+            dup.index,
+            Ok(Outcome::Duplicate { partition, offset }),
+        )?;
+    }
+    for invalid in &ack.invalid {
+        let outcome = match &invalid.routed_to {
+            Some(routed_to) => Ok(Outcome::Invalid {
+                partition,
+                reason: invalid.reason.clone(),
+                routed_to: routed_to.clone(),
+            }),
+            None => Err(ClientError::broker(
+                ErrorCode::InvalidMessage,
+                invalid.reason.clone(),
+            )),
+        };
+        fill(&mut slots, invalid.index, outcome)?;
+    }
+    slots.into_iter().map(|o| o.ok_or_else(bad_ack)).collect()
+}
+
+fn fill(slots: &mut [Option<Result<Outcome>>], index: u32, outcome: Result<Outcome>) -> Result<()> {
+    match slots.get_mut(index as usize) {
+        Some(slot @ None) => {
+            *slot = Some(outcome);
+            Ok(())
+        }
+        _ => Err(bad_ack()),
+    }
+}
+
+fn bad_ack() -> ClientError {
+    ClientError::UnexpectedResponse { request: "publish" }
 }
 
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+    use sluice_protocol::types::{DuplicateRun, InvalidOutcome, StoredRun};
 
     use super::*;
 
@@ -111,36 +151,84 @@ mod tests {
         assert!(validate(&NewMessage::new("fine")).is_ok());
     }
 
+    fn ack(stored: &[(u32, u32, u64)]) -> PublishAck {
+        PublishAck {
+            partition: 3,
+            stored: stored
+                .iter()
+                .map(|&(index, count, offset)| StoredRun {
+                    index,
+                    count,
+                    offset,
+                })
+                .collect(),
+            ..PublishAck::default()
+        }
+    }
+
+    fn offsets(outcomes: Vec<Result<Outcome>>) -> Vec<u64> {
+        outcomes.into_iter().map(|o| o.unwrap().offset()).collect()
+    }
+
     #[test]
     fn runs_give_each_message_its_offset() {
-        let runs = [
-            StoredRun {
-                index: 2,
-                count: 2,
-                offset: 100,
-            },
-            StoredRun {
-                index: 0,
-                count: 2,
-                offset: 40,
-            },
-        ];
-        assert_eq!(offsets_from_runs(&runs, 4).unwrap(), vec![40, 41, 100, 101]);
+        let ack = ack(&[(2, 2, 100), (0, 2, 40)]);
+        let outcomes = outcomes_from_ack(&ack, 4).unwrap();
+        assert_eq!(offsets(outcomes), vec![40, 41, 100, 101]);
     }
 
     #[test]
     fn runs_that_miss_a_message_or_overflow_are_refused() {
-        let short = [StoredRun {
-            index: 0,
-            count: 1,
-            offset: 0,
-        }];
-        assert!(offsets_from_runs(&short, 2).is_err());
-        let long = [StoredRun {
+        assert!(outcomes_from_ack(&ack(&[(0, 1, 0)]), 2).is_err());
+        assert!(outcomes_from_ack(&ack(&[(1, 5, 0)]), 2).is_err());
+    }
+
+    #[test]
+    fn a_message_named_twice_is_refused() {
+        let mut twice = ack(&[(0, 2, 0)]);
+        twice.duplicates.push(DuplicateRun {
             index: 1,
-            count: 5,
-            offset: 0,
-        }];
-        assert!(offsets_from_runs(&long, 2).is_err());
+            offset: 9,
+        });
+        assert!(outcomes_from_ack(&twice, 2).is_err());
+    }
+
+    #[test]
+    fn duplicates_and_invalid_messages_get_their_own_outcomes() {
+        let mut mixed = ack(&[(1, 1, 50)]);
+        mixed.duplicates.push(DuplicateRun {
+            index: 0,
+            offset: 7,
+        });
+        mixed.invalid.push(InvalidOutcome {
+            index: 2,
+            reason: "payload is not json".into(),
+            routed_to: Some("orders.invalid".into()),
+        });
+        mixed.invalid.push(InvalidOutcome {
+            index: 3,
+            reason: "missing header tenant".into(),
+            routed_to: None,
+        });
+        let mut outcomes = outcomes_from_ack(&mixed, 4).unwrap().into_iter();
+        let dup = Outcome::Duplicate {
+            partition: 3,
+            offset: 7,
+        };
+        assert_eq!(outcomes.next().unwrap().unwrap(), dup);
+        assert!(outcomes.next().unwrap().unwrap().is_stored());
+        let routed = outcomes.next().unwrap().unwrap();
+        assert_eq!(
+            routed,
+            Outcome::Invalid {
+                partition: 3,
+                reason: "payload is not json".into(),
+                routed_to: "orders.invalid".into(),
+            }
+        );
+        assert_eq!(routed.position(), None);
+        let refused = outcomes.next().unwrap().unwrap_err();
+        assert_eq!(refused.code(), Some(ErrorCode::InvalidMessage));
+        assert!(refused.to_string().contains("missing header tenant"));
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::partition::fixed_partition;
-use super::publish::{dispatch, is_full, push};
+use super::publish::{dispatch, is_full, push, BatchOutcome};
 use super::{Outcome, Shared, Submit};
 use crate::error::Result;
 
@@ -139,11 +139,7 @@ impl Accumulator {
         if partition == self.sticky {
             self.sticky = self.shared.next_round_robin();
         }
-        let batch = match open.builder.finish() {
-            Ok(batch) => batch,
-            Err(e) => return resolve(open.waiters, Err(e.into())),
-        };
-        let answer = dispatch(&self.shared, partition, batch).await;
+        let answer = dispatch(&self.shared, partition, open.builder).await;
         tokio::spawn(async move { resolve(open.waiters, answer.await) });
     }
 
@@ -153,11 +149,11 @@ impl Accumulator {
     }
 }
 
-fn resolve(waiters: Waiters, result: Result<Vec<Outcome>>) {
+fn resolve(waiters: Waiters, result: BatchOutcome) {
     match result {
         Ok(outcomes) => {
             for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
-                let _ = waiter.send(Ok(outcome));
+                let _ = waiter.send(outcome);
             }
         }
         Err(e) => {

@@ -1,16 +1,22 @@
 //! An in-test fake broker speaking the real protocol on 127.0.0.1:0: enough of a queue to test
-//! the client's framing, pipelining, batching, acks and reconnects without the real broker.
+//! the client's framing, pipelining, batching, acks, reconnects, producer sessions and publish
+//! outcomes without the real broker.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use sluice_protocol::frame::FLAG_PUSH;
 use sluice_protocol::request::opcode;
-use sluice_protocol::response::{HandshakeOk, PublishAck, Subscribed};
-use sluice_protocol::types::{ChannelKind, ChannelMeta, PartitionMeta, StoredRun};
-use sluice_protocol::{Delivery, ErrorBody, ErrorCode, Frame, FrameDecoder, Request, Response};
+use sluice_protocol::request::Publish;
+use sluice_protocol::response::{HandshakeOk, ProducerSession, PublishAck, Redriven, Subscribed};
+use sluice_protocol::types::{
+    ChannelKind, ChannelMeta, DuplicateRun, InvalidOutcome, PartitionMeta, StoredRun,
+};
+use sluice_protocol::{
+    Delivery, ErrorBody, ErrorCode, Frame, FrameDecoder, MessageView, Request, Response,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -29,7 +35,18 @@ pub struct State {
     pub cursor: u64,
     /// Drop the connection instead of answering the next publish.
     pub drop_next_publish: bool,
+    /// Store the next publish, then drop the connection instead of answering (a lost ack).
+    pub lose_next_ack: bool,
+    /// Producer ids handed out so far.
+    pub producers: u64,
+    /// First offset stored per (producer id, partition, base sequence): the producer dedupe.
+    pub sequences: HashMap<(u64, u32, u32), u64>,
+    /// Where messages with the payload `bad` go; `None`: they are refused.
+    pub invalid_channel: Option<String>,
 }
+
+/// The fake's whole contract: the payload `bad` is not valid.
+pub const BAD: &[u8] = b"bad";
 
 /// Handle to a running fake broker.
 pub struct Fake {
@@ -81,6 +98,54 @@ impl Fake {
             .filter(|r| r.opcode() == op)
             .cloned()
             .collect()
+    }
+}
+
+impl State {
+    /// Stores a batch's valid messages, unless its producer sequence was seen before.
+    fn publish(&mut self, p: &Publish) -> PublishAck {
+        let partition = p.partition;
+        let session = (p.batch.producer_id(), partition, p.batch.base_sequence());
+        if let Some(&first) = self.sequences.get(&session) {
+            let duplicates = (0..p.batch.record_count())
+                .map(|index| DuplicateRun {
+                    index,
+                    offset: first + u64::from(index),
+                })
+                .collect();
+            return PublishAck {
+                partition,
+                duplicates,
+                ..PublishAck::default()
+            };
+        }
+        let mut ack = PublishAck {
+            partition,
+            ..PublishAck::default()
+        };
+        for (index, record) in (0u32..).zip(p.batch.raw_records()) {
+            let view = MessageView::decode(record.clone()).expect("a valid record");
+            if view.payload == BAD {
+                ack.invalid.push(InvalidOutcome {
+                    index,
+                    reason: "payload is not json".into(),
+                    routed_to: self.invalid_channel.clone(),
+                });
+                continue;
+            }
+            let offset = self.records.len() as u64;
+            self.records.push(record);
+            ack.stored.push(StoredRun {
+                index,
+                count: 1,
+                offset,
+            });
+        }
+        if session.0 != 0 {
+            let first = ack.stored.first().map_or(0, |r| r.offset);
+            self.sequences.insert(session, first);
+        }
+        ack
     }
 }
 
@@ -163,20 +228,23 @@ impl Conn {
                 if std::mem::take(&mut state.drop_next_publish) {
                     return None;
                 }
-                let offset = state.records.len() as u64;
-                state.records.extend(p.batch.raw_records());
+                let ack = state.publish(&p);
                 self.changed.notify_waiters();
-                let count = p.batch.record_count();
-                Ok(Response::Published(PublishAck {
-                    partition: p.partition,
-                    stored: vec![StoredRun {
-                        index: 0,
-                        count,
-                        offset,
-                    }],
-                    ..PublishAck::default()
+                if std::mem::take(&mut state.lose_next_ack) {
+                    return None;
+                }
+                Ok(Response::Published(ack))
+            }
+            Request::InitProducer(_) => {
+                state.producers += 1;
+                Ok(Response::ProducerSession(ProducerSession {
+                    producer_id: state.producers,
+                    epoch: 0,
                 }))
             }
+            Request::Redrive(r) => Ok(Response::Redriven(Redriven {
+                count: r.count.unwrap_or(3),
+            })),
             Request::Subscribe(s) => {
                 self.consumer = Some((s.consumer_id, s.credit));
                 state.cursor = (0..).find(|o| !state.acked.contains(o)).unwrap_or(0);

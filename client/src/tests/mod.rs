@@ -1,6 +1,7 @@
 //! Client tests against the in-test fake broker: framing, pipelining, batching, acks, errors
 //! and reconnects. End-to-end tests against the real broker live in the workspace's `tests/`.
 
+mod dead_letters;
 mod fake;
 
 use std::time::Duration;
