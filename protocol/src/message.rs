@@ -213,6 +213,15 @@ fn need(rec: &Bytes, n: usize, what: &'static str) -> Result<(), MessageError> {
     }
 }
 
+/// The publisher-made id of a message record, read without decoding the rest of it.
+pub fn peek_id(record: &[u8]) -> Option<[u8; 16]> {
+    let flags = *record.first()?;
+    if flags & FLAG_ID == 0 {
+        return None;
+    }
+    record.get(4..20)?.try_into().ok()
+}
+
 /// The TTL of a message record in milliseconds, read without decoding the rest of it.
 pub fn peek_ttl(record: &[u8]) -> Option<u32> {
     let flags = *record.first()?;
@@ -285,6 +294,13 @@ mod tests {
         };
         let expected: &[u8] = &[1, 0, 1, 0, 1, 0, b'k', 1, 0, b'h', 1, 0, 0, 0, b'v', b'p'];
         assert_eq!(&encode(&m)[..], expected);
+    }
+
+    #[test]
+    fn the_id_is_peeked_without_decoding() {
+        assert_eq!(peek_id(&encode(&full())), Some([7; 16]));
+        assert_eq!(peek_id(&encode(&NewMessage::new("x"))), None);
+        assert_eq!(peek_id(&encode(&full())[..10]), None);
     }
 
     #[test]

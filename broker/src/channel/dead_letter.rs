@@ -125,6 +125,12 @@ pub fn move_id(channel: &str, subscription: &str, partition: u32, offset: u64) -
     id
 }
 
+/// The id of an invalid message routed at publish: derived from its channel, partition and
+/// content, so a publisher retrying the same batch does not store it twice.
+pub fn content_id(channel: &str, partition: u32, record: &[u8]) -> [u8; 16] {
+    move_id(channel, "~invalid", partition, fnv64(record))
+}
+
 fn fnv64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
         (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
@@ -197,7 +203,11 @@ pub async fn publish(
     let (reply, mut answer) = Reply::internal();
     channel
         .partition(partition)?
-        .send(PartitionRequest::Publish { batch, reply })
+        .send(PartitionRequest::Publish {
+            batch,
+            routed: super::partition::Routed::default(),
+            reply,
+        })
         .await?;
     match answer.recv().await {
         Some(Ok(Response::Published(ack))) => Ok(ack),

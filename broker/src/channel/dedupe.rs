@@ -38,6 +38,16 @@ impl IdWindow {
         }
     }
 
+    /// Whether the window is off (zero): nothing is remembered and nothing is a duplicate.
+    pub fn window_is_off(&self) -> bool {
+        self.window_ms == 0
+    }
+
+    /// Whether something stored at `stored_at_ms` is still inside the window at `now_ms`.
+    pub fn covers(&self, stored_at_ms: i64, now_ms: i64) -> bool {
+        now_ms.saturating_sub(stored_at_ms) < self.window_ms
+    }
+
     /// The offset `id` was first stored at, if that was within the window of `now_ms`.
     pub fn lookup(&self, id: &[u8; 16], now_ms: i64) -> Option<u64> {
         let &(offset, stored_at) = self.ids.get(id)?;

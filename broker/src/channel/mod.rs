@@ -14,6 +14,7 @@ pub mod error;
 pub mod expiry;
 pub mod outbox;
 pub mod partition;
+pub mod publish;
 pub mod range_set;
 pub mod registry;
 pub mod subscription;

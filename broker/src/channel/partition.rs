@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
-use sluice_protocol::response::PublishAck;
-use sluice_protocol::types::{ChannelKind, PartitionInfo, StoredRun, SubscriptionInfo};
+use sluice_protocol::types::{ChannelKind, PartitionInfo, SubscriptionInfo};
 use sluice_protocol::{RecordBatch, Response};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -24,6 +23,7 @@ use super::command::Command;
 use super::consumer::ConsumerHandle;
 use super::cursor::{ConsumerKey, Grant};
 use super::dead_letter::{DeathReason, MoveSink};
+use super::dedupe::{IdWindow, ProducerState};
 use super::delivery::{self, TailCache};
 use super::error::ChannelError;
 use super::expiry::Expiry;
@@ -33,9 +33,11 @@ use crate::log::{Log, LogConfig, LogError};
 
 mod metrics;
 mod moves;
+mod publish;
 mod requests;
 mod writes;
 
+pub use publish::Routed;
 use self::metrics::{PartitionMetrics, ReturnReason};
 pub use requests::{PartitionRequest, PartitionSnapshot};
 use writes::{AfterWrite, Done, PendingWrites};
@@ -74,6 +76,8 @@ pub struct PartitionConfig {
     pub dead_letters: DeadLetterPolicy,
     /// Messages older than this expire.
     pub max_age: Option<Duration>,
+    /// A repeated message id within this window is a duplicate.
+    pub dedupe_window: Duration,
 }
 
 /// When a partition gives up on a message, and where it sends it.
@@ -179,6 +183,10 @@ struct Partition {
     doomed: Vec<u64>,
     /// When messages expire.
     expiry: Expiry,
+    /// Producer sessions seen in this partition.
+    producers: ProducerState,
+    /// Recently stored message ids.
+    ids: IdWindow,
     /// Offsets found expired in the current dispatch, to drop or dead-letter.
     expired: Vec<u64>,
     /// Counters and gauges of this partition.
@@ -194,6 +202,8 @@ impl Partition {
         }
         Self {
             expiry: Expiry::new(config.max_age),
+            producers: ProducerState::new(),
+            ids: IdWindow::new(config.dedupe_window),
             metrics: PartitionMetrics::new(&config.channel, config.id),
             cache: TailCache::new(config.cache_bytes),
             config,
@@ -236,6 +246,7 @@ impl Partition {
             }
         } else {
             self.expiry.observe(batch);
+            self.observe_for_dedupe(batch, now_ms());
         }
         Ok(())
     }
@@ -469,19 +480,15 @@ impl Partition {
             return self.fail(e, after.into_done());
         }
         match after {
-            AfterWrite::Published { batch, reply } => {
+            AfterWrite::Published {
+                batch,
+                pending,
+                reply,
+            } => {
                 self.committed = self.committed.max(batch.next_offset());
                 self.expiry.observe(&batch);
-                let ack = PublishAck {
-                    partition: self.config.id,
-                    stored: vec![StoredRun {
-                        index: 0,
-                        count: batch.record_count(),
-                        offset: batch.base_offset(),
-                    }],
-                    ..PublishAck::default()
-                };
                 self.metrics.published(&batch);
+                let ack = pending.into_ack(self.config.id, batch.base_offset());
                 self.cache.push(batch);
                 reply.send(Ok(Response::Published(ack)));
             }

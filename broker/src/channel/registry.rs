@@ -20,6 +20,7 @@ use super::partition::{
     self, DeadLetterPolicy, PartitionConfig, PartitionHandle, PartitionRequest,
 };
 use super::subscription::Lifetime;
+use super::validation::Contract;
 use crate::config::{BrokerConfig, ChannelDefaults, Fsync};
 use crate::log::{FsyncPolicy, LogConfig};
 
@@ -53,6 +54,8 @@ pub struct Channel {
     pub spec: ChannelSpec,
     /// One handle per partition, indexed by partition number.
     pub partitions: Vec<PartitionHandle>,
+    /// What its messages must look like.
+    pub contract: Contract,
 }
 
 impl Channel {
@@ -359,7 +362,18 @@ impl Registry {
             let dir = self.dir.join(&spec.name).join(id.to_string());
             partitions.push(partition::open(config, dir).await?);
         }
-        Ok(Arc::new(Channel { spec, partitions }))
+        let s = &spec.settings;
+        let contract = Contract {
+            max_payload_bytes: s.max_payload_bytes,
+            content_types: s.content_types.clone(),
+            required_headers: s.required_headers.clone(),
+            payload_format: s.payload_format,
+        };
+        Ok(Arc::new(Channel {
+            spec,
+            partitions,
+            contract,
+        }))
     }
 
     fn partition_config(&self, spec: &ChannelSpec, id: u32) -> PartitionConfig {
@@ -396,6 +410,10 @@ impl Registry {
                 mover: self.mover.clone(),
             },
             max_age: spec.settings.max_age_ms.map(Duration::from_millis),
+            dedupe_window: spec
+                .settings
+                .dedupe_window_ms
+                .map_or(d.dedupe_window, Duration::from_millis),
         }
     }
 }

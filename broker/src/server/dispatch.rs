@@ -21,6 +21,7 @@ use crate::channel::cursor::ConsumerKey;
 use crate::channel::error::ChannelError;
 use crate::channel::outbox::{Outbox, Reply};
 use crate::channel::partition::PartitionRequest;
+use crate::channel::publish;
 use crate::channel::registry::{Channel, Registry};
 use crate::channel::subscription::Lifetime;
 use crate::config::BrokerConfig;
@@ -144,13 +145,8 @@ impl Dispatcher {
         let registry = &self.inner.registry;
         Ok(Some(match request {
             Request::Publish(p) => {
-                let partition = registry.get(&p.channel)?.partition(p.partition)?.clone();
-                partition
-                    .send(PartitionRequest::Publish {
-                        batch: p.batch,
-                        reply,
-                    })
-                    .await?;
+                let channel = registry.get(&p.channel)?;
+                publish::publish(registry, &channel, p.partition, p.batch, reply).await?;
                 return Ok(None);
             }
             Request::Credit(c) => self.credit(session, c.consumer_id, c.credit)?,

@@ -4,14 +4,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use sluice_protocol::types::{PartitionInfo, SubscriptionInfo};
-use sluice_protocol::{RecordBatch, Response, Stamp};
+use sluice_protocol::{RecordBatch, Response};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::metrics::ReturnReason;
 use super::moves::MoveKind;
-use super::writes::{self, AfterWrite, Done};
-use super::{now_ms, Attached, Partition, TERM};
+use super::publish::Routed;
+use super::writes::Done;
+use super::{now_ms, Attached, Partition};
 use crate::channel::command::Command;
 use crate::channel::consumer::ConsumerHandle;
 use crate::channel::cursor::ConsumerKey;
@@ -27,6 +28,8 @@ pub enum PartitionRequest {
     Publish {
         /// The validated batch.
         batch: RecordBatch,
+        /// What the channel layer decided (invalid messages taken out).
+        routed: Routed,
         /// The producer's reply slot.
         reply: Reply,
     },
@@ -150,7 +153,11 @@ impl Partition {
 
     async fn on_request(&mut self, request: PartitionRequest) {
         match request {
-            PartitionRequest::Publish { batch, reply } => self.publish(batch, reply),
+            PartitionRequest::Publish {
+                batch,
+                routed,
+                reply,
+            } => self.publish(batch, routed, reply),
             PartitionRequest::Attach {
                 subscription,
                 ephemeral,
@@ -215,42 +222,6 @@ impl Partition {
                 let oldest = self.oldest_unacked().await;
                 let _ = done.send(self.snapshot(&oldest));
             }
-        }
-    }
-
-    fn publish(&mut self, batch: RecordBatch, reply: Reply) {
-        if batch.is_control() {
-            let e = ChannelError::InvalidArgument("producers may not send control batches".into());
-            return reply.send(Err(e.to_wire()));
-        }
-        if batch.len() > self.config.max_batch_bytes {
-            let e = ChannelError::BatchTooLarge {
-                size: batch.len(),
-                max: self.config.max_batch_bytes,
-            };
-            return reply.send(Err(e.to_wire()));
-        }
-        if let Some(reason) = &self.failed {
-            let e = ChannelError::InvalidArgument(format!("partition failed: {reason}"));
-            return reply.send(Err(e.to_wire()));
-        }
-        let stamp = Stamp {
-            base_offset: self.log.next_offset(),
-            entry_index: self.log.next_entry(),
-            term: TERM,
-            timestamp: now_ms(),
-        };
-        let batch = batch.stamp(stamp);
-        match self.log.append_stamped(batch.clone()) {
-            Ok((_, durable)) => {
-                let durable = self.metrics.time_append(durable);
-                writes::push(
-                    &mut self.writes,
-                    durable,
-                    AfterWrite::Published { batch, reply },
-                );
-            }
-            Err(e) => self.fail(e, Done::Reply(reply)),
         }
     }
 

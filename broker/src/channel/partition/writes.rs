@@ -31,6 +31,8 @@ pub enum AfterWrite {
     Published {
         /// The stamped batch, kept for the tail cache.
         batch: RecordBatch,
+        /// The answer, but for the offsets.
+        pending: super::publish::PendingAck,
         /// The producer's reply slot.
         reply: Reply,
     },

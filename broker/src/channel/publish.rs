@@ -1,0 +1,127 @@
+//! The channel side of publishing: the channel's contract is checked here, before the batch
+//! reaches its partition, so the work runs on the publisher's connection task.
+//!
+//! A batch whose messages all keep the contract goes to the partition untouched. Messages that
+//! break it are stored in the invalid channel (with `sluice-invalid-reason` and
+//! `sluice-invalid-channel`) or, with none set, refused; the rest go on as a new batch, and the
+//! partition answers for every message of the original batch.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_protocol::response::PublishAck;
+use sluice_protocol::types::InvalidOutcome;
+use sluice_protocol::{BatchBuilder, MessageView, RecordBatch, Response};
+
+use super::dead_letter;
+use super::error::ChannelError;
+use super::outbox::Reply;
+use super::partition::{PartitionRequest, Routed};
+use super::registry::{Channel, Registry};
+
+/// Routes one producer batch for `partition` of `channel`.
+///
+/// # Errors
+/// `UnknownPartition`, `ShuttingDown`, or a failure to store an invalid message.
+pub async fn publish(
+    registry: &Arc<Registry>,
+    channel: &Channel,
+    partition: u32,
+    batch: RecordBatch,
+    reply: Reply,
+) -> Result<(), ChannelError> {
+    let handle = channel.partition(partition)?;
+    if channel.contract.is_empty() {
+        let request = PartitionRequest::Publish {
+            batch,
+            routed: Routed::default(),
+            reply,
+        };
+        return handle.send(request).await;
+    }
+    let (keep, broken) = check(channel, &batch);
+    if broken.is_empty() {
+        let request = PartitionRequest::Publish {
+            batch,
+            routed: Routed::default(),
+            reply,
+        };
+        return handle.send(request).await;
+    }
+    let invalid = route_invalid(registry, channel, partition, broken).await?;
+    if keep.is_empty() {
+        let ack = PublishAck {
+            partition,
+            invalid,
+            ..PublishAck::default()
+        };
+        reply.send(Ok(Response::Published(ack)));
+        return Ok(());
+    }
+    let mut builder = BatchBuilder::messages();
+    builder.producer(
+        batch.producer_id(),
+        batch.producer_epoch(),
+        batch.base_sequence(),
+    );
+    for (_, record) in &keep {
+        builder.push_raw(record);
+    }
+    let batch = builder
+        .finish()
+        .map_err(|e| ChannelError::InvalidArgument(e.to_string()))?;
+    let indexes = Some(keep.iter().map(|(i, _)| *i).collect());
+    let routed = Routed { indexes, invalid };
+    handle
+        .send(PartitionRequest::Publish {
+            batch,
+            routed,
+            reply,
+        })
+        .await
+}
+
+/// A message that broke the contract: its index, why, and the message.
+type Broken = (u32, String, Bytes);
+
+/// Splits a batch into the records that keep the contract and those that break it.
+fn check(channel: &Channel, batch: &RecordBatch) -> (Vec<(u32, Bytes)>, Vec<Broken>) {
+    let mut keep = Vec::new();
+    let mut broken = Vec::new();
+    for (i, record) in batch.raw_records().enumerate() {
+        let verdict = match MessageView::decode(record.clone()) {
+            Ok(view) => channel.contract.check(&view),
+            Err(e) => Err(format!("malformed: {e}")),
+        };
+        match verdict {
+            Ok(()) => keep.push((i as u32, record)),
+            Err(reason) => broken.push((i as u32, reason, record)),
+        }
+    }
+    (keep, broken)
+}
+
+/// Stores broken messages in the invalid channel, or reports them refused when there is none.
+async fn route_invalid(
+    registry: &Arc<Registry>,
+    channel: &Channel,
+    partition: u32,
+    broken: Vec<Broken>,
+) -> Result<Vec<InvalidOutcome>, ChannelError> {
+    let target = channel.spec.settings.invalid_channel.clone();
+    let name = &channel.spec.name;
+    let mut outcomes = Vec::with_capacity(broken.len());
+    for (index, reason, record) in broken {
+        if let (Some(target), Ok(view)) = (&target, MessageView::decode(record.clone())) {
+            let id = dead_letter::content_id(name, partition, &record);
+            let message = dead_letter::invalid_message(view, &reason, name, id);
+            dead_letter::publish(registry, target, true, message).await?;
+        }
+        outcomes.push(InvalidOutcome {
+            index,
+            reason,
+            routed_to: target.clone(),
+        });
+    }
+    Ok(outcomes)
+}
