@@ -80,12 +80,7 @@ impl Task {
     }
 
     fn handle(&mut self, delivery: &Delivery, hist: &mut Histogram<u64>) -> anyhow::Result<()> {
-        let payload = delivery.payload();
-        if let Some(stamp) = payload.get(..8) {
-            let sent = u64::from_le_bytes(stamp.try_into()?);
-            let latency = ns_since(self.start).saturating_sub(sent).max(1);
-            hist.saturating_record(latency);
-        }
+        sluice_bench_common::record_since_stamp(hist, self.start, delivery.payload());
         delivery.ack_nowait()?;
         self.unreported += 1;
         Ok(())

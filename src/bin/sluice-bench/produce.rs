@@ -5,9 +5,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
+use sluice_bench_common::{ns_between, payload_at, stamped_batch};
 use sluice_client::{Client, NewMessage, Outcome, Producer};
 use tokio::time::Instant;
 
@@ -125,15 +125,9 @@ impl Task {
     /// `n` payloads carved out of one buffer, each starting with its scheduled send time.
     fn batch(&self, n: usize, due: Instant) -> Vec<NewMessage> {
         let size = self.args.size;
-        let stamp = u64::try_from(due.duration_since(self.start).as_nanos()).unwrap_or(0);
-        let mut buf = BytesMut::with_capacity(n * size);
-        for _ in 0..n {
-            buf.put_u64_le(stamp);
-            buf.put_bytes(0x5a, size - 8);
-        }
-        let buf = buf.freeze();
+        let buf = stamped_batch(n, size, ns_between(self.start, due));
         (0..n)
-            .map(|i| NewMessage::new(buf.slice(i * size..(i + 1) * size)))
+            .map(|i| NewMessage::new(payload_at(&buf, i, size)))
             .collect()
     }
 }

@@ -7,6 +7,9 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
+pub use sluice_bench_common::{histogram, ns_since, thousands};
+use sluice_bench_common::micros;
+
 use crate::stop::Stop;
 use crate::Args;
 
@@ -26,16 +29,6 @@ impl Counters {
     pub fn last_consumed_at(&self) -> Duration {
         Duration::from_nanos(self.last_consumed_ns.load(Ordering::Relaxed))
     }
-}
-
-/// A latency histogram in nanoseconds, 1 ns to 10 minutes, 3 significant digits.
-pub fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("valid histogram bounds")
-}
-
-/// Nanoseconds since `start`.
-pub fn ns_since(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Waits until every published message is consumed, or consumers were idle for `idle`.
@@ -164,42 +157,4 @@ fn latency(what: &str, h: &Histogram<u64>) {
         q(0.999),
         micros(h.max())
     );
-}
-
-/// Nanoseconds as a short human figure: µs below 10 ms, ms above.
-fn micros(ns: u64) -> String {
-    if ns < 10_000_000 {
-        format!("{} µs", ns / 1000)
-    } else {
-        format!("{:.1} ms", ns as f64 / 1e6)
-    }
-}
-
-/// 1234567 → "1,234,567".
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    let mut until_comma = digits.len() % 3;
-    for c in digits.chars() {
-        if until_comma == 0 && !out.is_empty() {
-            out.push(',');
-        }
-        until_comma = until_comma.checked_sub(1).unwrap_or(2);
-        out.push(c);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thousands_are_separated_by_commas() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1234567), "1,234,567");
-        assert_eq!(thousands(12345), "12,345");
-    }
 }
