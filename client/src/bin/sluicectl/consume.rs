@@ -1,5 +1,8 @@
 //! `sluicectl consume`: prints each payload on its own line (or a JSON object per message).
 //!
+//! Each message is acked, or with `--nack`, `--reject [REASON]` or `--reject-invalid [REASON]`
+//! returned, dead-lettered or moved to the invalid channel instead.
+//!
 //! With `--count N` the consumer's total credit is N, so it never takes more than N deliveries;
 //! it exits after N messages, or when `--timeout` passes with none arriving.
 
@@ -30,12 +33,27 @@ pub struct ConsumeArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
     /// Do not acknowledge: the messages return to the subscription when this consumer detaches.
-    #[arg(long, conflicts_with = "nack")]
+    #[arg(long, conflicts_with_all = ["nack", "reject", "reject_invalid"])]
     no_ack: bool,
     /// Return each message to the subscription for redelivery instead of acknowledging it.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["reject", "reject_invalid"])]
     nack: bool,
+    /// Reject each message: it goes to the dead-letter channel with this reason.
+    #[arg(
+        long,
+        value_name = "REASON",
+        num_args = 0..=1,
+        default_missing_value = DEFAULT_REASON,
+        conflicts_with = "reject_invalid"
+    )]
+    reject: Option<String>,
+    /// Reject each message as invalid: it goes to the channel's invalid channel with this reason.
+    #[arg(long, value_name = "REASON", num_args = 0..=1, default_missing_value = DEFAULT_REASON)]
+    reject_invalid: Option<String>,
 }
+
+/// Reason given by `--reject` and `--reject-invalid` without one.
+const DEFAULT_REASON: &str = "rejected by sluicectl";
 
 pub async fn run(client: &Client, out: &Out, args: ConsumeArgs) -> anyhow::Result<()> {
     if args.count == Some(0) {
@@ -72,7 +90,11 @@ pub async fn run(client: &Client, out: &Out, args: ConsumeArgs) -> anyhow::Resul
 }
 
 async fn settle(args: &ConsumeArgs, delivery: &Delivery) -> anyhow::Result<()> {
-    if args.nack {
+    if let Some(reason) = &args.reject {
+        delivery.reject(reason.clone()).await?;
+    } else if let Some(reason) = &args.reject_invalid {
+        delivery.reject_invalid(reason.clone()).await?;
+    } else if args.nack {
         delivery.nack(Duration::ZERO).await?;
     } else if !args.no_ack {
         delivery.ack_nowait()?;

@@ -6,15 +6,18 @@
 mod consume;
 mod output;
 mod publish;
+mod settings;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sluice_client::types::{ChannelKind, ChannelSettings};
+use serde_json::json;
+use sluice_client::types::ChannelKind;
 use sluice_client::Client;
 
 use output::Out;
+use settings::SettingsArgs;
 
 /// Administer, publish to and consume from a Sluice broker.
 #[derive(Debug, Parser)]
@@ -47,6 +50,20 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Consume messages and print their payloads.
     Consume(consume::ConsumeArgs),
+    /// Publish dead letters back to the channel they came from (or to `--to`).
+    Redrive(RedriveArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RedriveArgs {
+    /// The dead-letter channel to drain.
+    dlq: String,
+    /// Publish to this channel instead of each dead letter's source.
+    #[arg(long, value_name = "CHANNEL")]
+    to: Option<String>,
+    /// At most this many dead letters (default: all).
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,12 +75,9 @@ enum ChannelCommand {
         /// `queue` (point-to-point) or `topic` (publish-subscribe).
         #[arg(long)]
         kind: ChannelKind,
-        /// Number of partitions.
-        #[arg(long)]
-        partitions: Option<u32>,
-        /// Default lease (ack deadline) of deliveries, e.g. `30s`.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        lease: Option<Duration>,
+        /// Partitions, lease, dead letters, expiry, contract and dedupe.
+        #[command(flatten)]
+        settings: SettingsArgs,
     },
     /// List channels.
     List,
@@ -146,6 +160,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Subscription(command) => subscription(&client, &out, command).await,
         Command::Publish(args) => publish::run(&client, &out, args).await,
         Command::Consume(args) => consume::run(&client, &out, args).await,
+        Command::Redrive(args) => redrive(&client, &out, args).await,
     }
 }
 
@@ -154,16 +169,11 @@ async fn channel(client: &Client, out: &Out, command: ChannelCommand) -> anyhow:
         ChannelCommand::Create {
             name,
             kind,
-            partitions,
-            lease,
+            settings,
         } => {
-            let lease_ms = lease.map(|d| d.as_millis() as u64);
-            let settings = ChannelSettings {
-                partitions,
-                lease_ms,
-                ..ChannelSettings::default()
-            };
-            client.create_channel(&name, kind, settings).await?;
+            client
+                .create_channel(&name, kind, settings.settings())
+                .await?;
             out.done(&format!("created {kind} {name}"))
         }
         ChannelCommand::List => out.channels(&client.list_channels().await?),
@@ -179,6 +189,17 @@ async fn channel(client: &Client, out: &Out, command: ChannelCommand) -> anyhow:
             out.done(&format!("purged {name}"))
         }
     }
+}
+
+async fn redrive(client: &Client, out: &Out, args: RedriveArgs) -> anyhow::Result<()> {
+    let n = client
+        .redrive(&args.dlq, args.to.as_deref(), args.count)
+        .await?;
+    if out.json {
+        return out.json_line(&json!({ "redriven": n }));
+    }
+    println!("redriven {n}");
+    Ok(())
 }
 
 async fn subscription(

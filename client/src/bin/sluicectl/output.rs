@@ -60,9 +60,21 @@ impl Out {
         if self.json {
             return self.json_line(d);
         }
-        println!("channel  {}", d.name);
-        println!("kind     {}", d.kind);
-        println!("lease    {}", humantime::format_duration(ms(d.lease_ms)));
+        let lease = humantime::format_duration(ms(d.lease_ms)).to_string();
+        let mut facts = vec![
+            ("channel", d.name.clone()),
+            ("kind", d.kind.to_string()),
+            ("lease", lease),
+        ];
+        facts.extend(crate::settings::described(&d.settings));
+        let width = facts
+            .iter()
+            .map(|(label, _)| label.len())
+            .max()
+            .unwrap_or(0);
+        for (label, value) in &facts {
+            println!("{label:<width$}  {value}");
+        }
         println!();
         let rows = d
             .partitions

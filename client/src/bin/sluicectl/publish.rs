@@ -1,10 +1,20 @@
 //! `sluicectl publish`: one message from the command line, or one per line of standard input,
-//! pipelined, with one output line per message in input order.
+//! pipelined, with one output line per message in input order:
+//!
+//! ```text
+//! stored <partition>:<offset>
+//! duplicate <partition>:<offset>        the broker had it already (the original's place)
+//! invalid <reason> -> <channel>         broke the contract; stored in the invalid channel
+//! refused <reason>                      broke the contract, no invalid channel: not stored,
+//!                                       and the run exits with an error at the end
+//! ```
+
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
 use serde_json::json;
-use sluice_client::{Client, Message, Outcome, PendingOutcome};
+use sluice_client::{Client, ClientError, ErrorCode, Message, Outcome, PendingOutcome};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
@@ -26,6 +36,9 @@ pub struct PublishArgs {
     /// Message id for deduplication: 32 hex digits (dashes allowed), or any text, hashed.
     #[arg(long)]
     id: Option<String>,
+    /// Time to live, counted from the broker's append time, e.g. `30s`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    ttl: Option<Duration>,
     /// The payload; without it, every line of standard input is one message.
     payload: Option<String>,
 }
@@ -74,15 +87,20 @@ impl PublishArgs {
         for (name, value) in &self.headers {
             message = message.header(name.clone(), value.clone());
         }
+        if let Some(ttl) = self.ttl {
+            message = message.ttl(ttl);
+        }
         message
     }
 }
 
 pub async fn run(client: &Client, out: &Out, args: PublishArgs) -> anyhow::Result<()> {
     let producer = client.producer(args.channel.clone()).build().await?;
+    let mut refused = Refused::default();
     if let Some(payload) = &args.payload {
         let message = args.message(Bytes::from(payload.clone()));
-        return print(out, producer.send(message).await?);
+        refused.print(out, producer.send(message).await)?;
+        return refused.into_result();
     }
     let (tx, mut rx) = mpsc::channel::<PendingOutcome>(READ_AHEAD);
     let reader = tokio::spawn(async move {
@@ -104,21 +122,81 @@ pub async fn run(client: &Client, out: &Out, args: PublishArgs) -> anyhow::Resul
         anyhow::Ok(())
     });
     while let Some(pending) = rx.recv().await {
-        print(out, pending.await?)?;
+        refused.print(out, pending.await)?;
     }
-    reader.await?
+    reader.await??;
+    refused.into_result()
 }
 
-fn print(out: &Out, outcome: Outcome) -> anyhow::Result<()> {
-    let (partition, offset) = (outcome.partition(), outcome.offset());
+/// Messages refused for breaking the channel's contract: each gets its output line, and the run
+/// fails at the end with the first refusal.
+#[derive(Default)]
+struct Refused {
+    /// How many.
+    count: u64,
+    /// The first one's error.
+    first: Option<ClientError>,
+}
+
+impl Refused {
+    /// Prints one message's outcome; a refusal is recorded, any other error ends the run.
+    fn print(&mut self, out: &Out, result: sluice_client::Result<Outcome>) -> anyhow::Result<()> {
+        let error = match result {
+            Ok(outcome) => return print(out, &outcome),
+            Err(e) if e.code() == Some(ErrorCode::InvalidMessage) => e,
+            Err(e) => return Err(e.into()),
+        };
+        self.count += 1;
+        let reason = match &error {
+            ClientError::Broker { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        self.first.get_or_insert(error);
+        if out.json {
+            return out.json_line(&json!({ "outcome": "refused", "reason": reason }));
+        }
+        println!("refused {reason}");
+        Ok(())
+    }
+
+    fn into_result(self) -> anyhow::Result<()> {
+        match self.first {
+            None => Ok(()),
+            Some(first) => Err(anyhow::Error::new(first)
+                .context(format!("{} message(s) refused by the broker", self.count))),
+        }
+    }
+}
+
+fn print(out: &Out, outcome: &Outcome) -> anyhow::Result<()> {
+    let (kind, partition, offset) = match outcome {
+        Outcome::Stored { partition, offset } => ("stored", partition, offset),
+        Outcome::Duplicate { partition, offset } => ("duplicate", partition, offset),
+        Outcome::Invalid {
+            reason, routed_to, ..
+        } => return print_invalid(out, reason, routed_to),
+        _ => anyhow::bail!("unknown publish outcome {outcome:?}"),
+    };
     if out.json {
         return out.json_line(&json!({
-            "outcome": "stored",
+            "outcome": kind,
             "partition": partition,
             "offset": offset,
         }));
     }
-    println!("stored {partition}:{offset}");
+    println!("{kind} {partition}:{offset}");
+    Ok(())
+}
+
+fn print_invalid(out: &Out, reason: &str, routed_to: &str) -> anyhow::Result<()> {
+    if out.json {
+        return out.json_line(&json!({
+            "outcome": "invalid",
+            "reason": reason,
+            "routed_to": routed_to,
+        }));
+    }
+    println!("invalid {reason} -> {routed_to}");
     Ok(())
 }
 
