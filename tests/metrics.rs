@@ -1,0 +1,241 @@
+//! `/metrics` over real HTTP: after a scripted run of publishes, acks, a nack and an expired
+//! lease, every counter moved by exactly the known amount and the gauges settled.
+//!
+//! The metrics recorder is process-global, so this is a test binary of its own with one broker,
+//! and every assertion filters by the channel it created.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{eventually, next, TestBroker};
+use prometheus_parse::{Scrape, Value};
+use sluice_broker::exporter::MetricsEndpoint;
+use sluice_client::types::{ChannelKind, ChannelSettings};
+use sluice_client::{Client, Message};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// The channel every assertion is about.
+const CHANNEL: &str = "metered";
+/// Messages published.
+const PUBLISHED: u64 = 10;
+/// Messages acked on their first delivery.
+const ACKED_FIRST: u64 = 6;
+/// Lease of the channel: long enough that nothing expires unless the test waits for it.
+const LEASE: Duration = Duration::from_millis(1500);
+
+/// GETs `path` from `addr` with a bare HTTP/1.1 request; returns the status line and body.
+async fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .expect("a complete response");
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, body.to_owned())
+}
+
+/// The endpoint's metrics as parsed text format, by (name, labels other than `channel`) for
+/// the test channel's series and for series without a `channel` label.
+struct Metrics(Scrape);
+
+impl Metrics {
+    async fn scrape(addr: SocketAddr) -> Self {
+        let (status, body) = get(addr, "/metrics").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        let lines = body.lines().map(|l| Ok(l.to_owned()));
+        Self(Scrape::parse(lines).expect("valid Prometheus text format"))
+    }
+
+    /// The sum of `name` over the test channel's series whose labels include `filter`.
+    fn sum(&self, name: &str, filter: &[(&str, &str)]) -> f64 {
+        self.0
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && s.labels.get("channel") == Some(CHANNEL))
+            .filter(|s| filter.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match &s.value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+                other => panic!("{name} is not a scalar: {other:?}"),
+            })
+            .sum()
+    }
+
+    /// The test channel's counter `name` as an integer.
+    fn count(&self, name: &str, filter: &[(&str, &str)]) -> u64 {
+        self.sum(name, filter) as u64
+    }
+
+    /// Observations of the histogram `name` (the `+Inf` bucket) over series matching `filter`.
+    fn observations(&self, name: &str, filter: &[(&str, &str)]) -> f64 {
+        self.0
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| filter.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match &s.value {
+                Value::Histogram(buckets) => buckets
+                    .iter()
+                    .find(|b| b.less_than.is_infinite())
+                    .map_or(0.0, |b| b.count),
+                other => panic!("{name} is not a histogram: {other:?}"),
+            })
+            .sum()
+    }
+}
+
+/// What the scripted run should leave in each counter of the test channel.
+fn expected_counters(returned: u64) -> HashMap<&'static str, u64> {
+    HashMap::from([
+        ("sluice_messages_published_total", PUBLISHED),
+        // Every message once, the nacked one again, the expired ones again.
+        ("sluice_messages_delivered_total", PUBLISHED + 1 + returned),
+        ("sluice_messages_redelivered_total", 1 + returned),
+        ("sluice_messages_acked_total", PUBLISHED),
+        ("sluice_messages_nacked_total", 1),
+    ])
+}
+
+/// Waits until the test channel's gauge `name` reads `want` (gauges follow a partition's
+/// burst, so they may trail the reply a client saw).
+async fn settles(addr: SocketAddr, name: &str, want: u64) {
+    eventually(&format!("{name} to read {want}"), || async {
+        Metrics::scrape(addr).await.count(name, &[]) == want
+    })
+    .await;
+}
+
+async fn start_endpoint() -> (SocketAddr, CancellationToken) {
+    let endpoint = MetricsEndpoint::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("metrics endpoint binds");
+    let addr = endpoint.local_addr();
+    let stop = CancellationToken::new();
+    endpoint.spawn(stop.clone());
+    (addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_move_by_exactly_what_clients_did() {
+    // The recorder must be installed before the broker opens partitions.
+    let (metrics, stop_metrics) = start_endpoint().await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let settings = ChannelSettings {
+        partitions: Some(1),
+        lease_ms: Some(LEASE.as_millis() as u64),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel(CHANNEL, ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+
+    let producer = client.producer(CHANNEL).build().await.unwrap();
+    for i in 0..PUBLISHED {
+        producer.send(Message::new(format!("m{i}"))).await.unwrap();
+    }
+    let m = Metrics::scrape(metrics).await;
+    assert_eq!(m.count("sluice_messages_published_total", &[]), PUBLISHED);
+    assert!(m.count("sluice_published_bytes_total", &[]) > 0);
+    settles(metrics, "sluice_subscription_backlog_messages", PUBLISHED).await;
+    settles(metrics, "sluice_log_segments", 1).await;
+    assert!(
+        Metrics::scrape(metrics)
+            .await
+            .count("sluice_log_bytes", &[])
+            > 0
+    );
+
+    // Consume everything; ack six, nack one (redelivered at once), hold three.
+    let mut consumer = client
+        .consumer(CHANNEL)
+        .prefetch(PUBLISHED as u32)
+        .subscribe()
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..PUBLISHED {
+        held.push(next(&mut consumer).await);
+    }
+    for d in held.drain(..ACKED_FIRST as usize) {
+        d.ack().await.unwrap();
+    }
+    held.remove(0).nack(Duration::ZERO).await.unwrap();
+    let again = next(&mut consumer).await;
+    assert_eq!(again.delivery_count(), 2);
+    let m = Metrics::scrape(metrics).await;
+    assert_eq!(
+        m.count("sluice_messages_delivered_total", &[]),
+        PUBLISHED + 1
+    );
+    assert_eq!(m.count("sluice_messages_redelivered_total", &[]), 1);
+    assert_eq!(m.count("sluice_messages_acked_total", &[]), ACKED_FIRST);
+    assert_eq!(m.count("sluice_messages_nacked_total", &[]), 1);
+    settles(metrics, "sluice_subscription_in_flight_messages", 4).await;
+    settles(metrics, "sluice_subscription_consumers", 1).await;
+    again.ack().await.unwrap();
+
+    // Let the three held leases run out: the broker takes them back and redelivers them.
+    let expired = held.len() as u64;
+    let mut redelivered = Vec::new();
+    for _ in 0..expired {
+        let d = next(&mut consumer).await;
+        assert_eq!(d.delivery_count(), 2);
+        redelivered.push(d);
+    }
+    for d in redelivered {
+        d.ack().await.unwrap();
+    }
+    let lease_expired = [("reason", "lease_expired")];
+    let m = Metrics::scrape(metrics).await;
+    assert_eq!(
+        m.count("sluice_messages_returned_total", &lease_expired),
+        expired
+    );
+    for (name, want) in expected_counters(expired) {
+        assert_eq!(m.count(name, &[]), want, "{name}");
+    }
+
+    settles(metrics, "sluice_subscription_backlog_messages", 0).await;
+    settles(metrics, "sluice_subscription_in_flight_messages", 0).await;
+    consumer.close().await.unwrap();
+    settles(metrics, "sluice_subscription_consumers", 0).await;
+
+    // Histograms render as Prometheus histograms with observations.
+    let m = Metrics::scrape(metrics).await;
+    let published = [("channel", CHANNEL)];
+    assert!(m.observations("sluice_append_duration_seconds", &published) >= 1.0);
+    assert!(m.observations("sluice_log_fsync_duration_seconds", &[]) >= 1.0);
+    let publish = [("opcode", "publish")];
+    assert!(m.observations("sluice_request_duration_seconds", &publish) >= PUBLISHED as f64);
+    assert!(m.sum_unlabelled("sluice_connections_accepted_total") >= 1.0);
+
+    let (status, _) = get(metrics, "/").await;
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    broker.stop().await;
+    stop_metrics.cancel();
+}
+
+impl Metrics {
+    /// The value of a metric with no labels.
+    fn sum_unlabelled(&self, name: &str) -> f64 {
+        self.0
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .map(|s| match &s.value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+                _ => 0.0,
+            })
+            .sum()
+    }
+}
