@@ -10,7 +10,9 @@ use sluice_client::types::{ChannelKind, ChannelSettings};
 use sluice_client::{Client, Delivery, Message};
 
 fn header(d: &Delivery, name: &str) -> String {
-    d.header(name).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default()
+    d.header(name)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,8 +20,14 @@ async fn a_message_past_max_deliveries_moves_to_the_default_dead_letter_queue() 
     let dir = tempfile::tempdir().unwrap();
     let broker = TestBroker::start(dir.path()).await;
     let client = Client::connect(broker.addr.clone()).await.unwrap();
-    let settings = ChannelSettings { max_deliveries: Some(2), ..ChannelSettings::default() };
-    client.create_channel("jobs", ChannelKind::Queue, settings).await.unwrap();
+    let settings = ChannelSettings {
+        max_deliveries: Some(2),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel("jobs", ChannelKind::Queue, settings)
+        .await
+        .unwrap();
     let producer = client.producer("jobs").build().await.unwrap();
     let message = Message::new("poison").key("k1").header("app", "yes");
     let stored = producer.send(message).await.unwrap();
@@ -30,7 +38,7 @@ async fn a_message_past_max_deliveries_moves_to_the_default_dead_letter_queue() 
         assert_eq!(d.delivery_count(), count);
         d.nack(Duration::ZERO).await.unwrap();
     }
-    let mut dlq = subscribe_when_ready(&client, "jobs.dlq").await;
+    let mut dlq = common::subscribe_when_ready(&client, "jobs.dlq").await;
     let dead = next(&mut dlq).await;
     assert_eq!(text(&dead), "poison");
     assert_eq!(dead.key().map(|k| k.to_vec()), Some(b"k1".to_vec()));
@@ -38,11 +46,20 @@ async fn a_message_past_max_deliveries_moves_to_the_default_dead_letter_queue() 
     assert_eq!(header(&dead, "sluice-death-reason"), "max-deliveries");
     assert_eq!(header(&dead, "sluice-death-channel"), "jobs");
     assert_eq!(header(&dead, "sluice-death-subscription"), "jobs");
-    assert_eq!(header(&dead, "sluice-death-partition"), stored.partition().to_string());
-    assert_eq!(header(&dead, "sluice-death-offset"), stored.offset().to_string());
+    assert_eq!(
+        header(&dead, "sluice-death-partition"),
+        stored.partition().to_string()
+    );
+    assert_eq!(
+        header(&dead, "sluice-death-offset"),
+        stored.offset().to_string()
+    );
     assert_eq!(header(&dead, "sluice-death-count"), "2");
     assert!(!header(&dead, "sluice-death-first-time").is_empty());
-    assert_eq!(header(&dead, "sluice-death-first-time"), header(&dead, "sluice-death-last-time"));
+    assert_eq!(
+        header(&dead, "sluice-death-first-time"),
+        header(&dead, "sluice-death-last-time")
+    );
     dead.ack().await.unwrap();
 
     common::eventually("the source settles", || async {
@@ -52,17 +69,112 @@ async fn a_message_past_max_deliveries_moves_to_the_default_dead_letter_queue() 
     broker.stop().await;
 }
 
-/// Subscribes once the dead-letter queue exists (the first dead letter creates it).
-async fn subscribe_when_ready(client: &Client, channel: &str) -> sluice_client::Consumer {
-    let deadline = tokio::time::Instant::now() + common::PATIENCE;
-    loop {
-        match client.consumer(channel).subscribe().await {
-            Ok(consumer) => return consumer,
-            Err(e) if e.code() == Some(sluice_client::ErrorCode::UnknownChannel) => {
-                assert!(tokio::time::Instant::now() < deadline, "{channel} never appeared");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("subscribe failed: {e}"),
-        }
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_message_is_dead_lettered_and_redrive_brings_it_back_without_death_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let settings = ChannelSettings {
+        dead_letter_channel: Some("graveyard".into()),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel("mail", ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+    let producer = client.producer("mail").build().await.unwrap();
+    producer
+        .send(Message::new("letter").header("to", "bob"))
+        .await
+        .unwrap();
+    let mut consumer = client.consumer("mail").subscribe().await.unwrap();
+    next(&mut consumer)
+        .await
+        .reject("no such address")
+        .await
+        .unwrap();
+
+    let mut graveyard = common::subscribe_when_ready(&client, "graveyard").await;
+    let dead = next(&mut graveyard).await;
+    assert_eq!(header(&dead, "sluice-death-reason"), "rejected");
+    assert_eq!(header(&dead, "sluice-death-error"), "no such address");
+    assert_eq!(header(&dead, "sluice-death-count"), "1");
+    dead.nack(Duration::ZERO).await.unwrap(); // leave it waiting for the redrive
+    graveyard.close().await.unwrap();
+
+    assert_eq!(client.redrive("graveyard", None, None).await.unwrap(), 1);
+    let back = next(&mut consumer).await;
+    assert_eq!(text(&back), "letter");
+    assert_eq!(header(&back, "to"), "bob");
+    assert!(back
+        .headers()
+        .iter()
+        .all(|(name, _)| !name.starts_with("sluice-death-")));
+    back.ack().await.unwrap();
+    common::eventually("the dead-letter queue to drain", || async {
+        client
+            .describe_channel("graveyard")
+            .await
+            .unwrap()
+            .subscriptions[0]
+            .backlog
+            == 0
+    })
+    .await;
+    assert_eq!(client.redrive("graveyard", None, None).await.unwrap(), 0);
+    broker.stop().await;
+}
+
+const ENTRY: &str = "child_broker_entry_point";
+
+#[test]
+#[ignore = "entry point of the child broker process, run by the tests below"]
+fn child_broker_entry_point() {
+    common::child_broker_main();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_dead_letter_publish_and_settle_neither_loses_nor_doubles_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let failpoint = [("SLUICE_FAILPOINT", "dead-letter-before-settle")];
+    let broker = common::ChildBroker::spawn_with_env(ENTRY, dir.path(), &failpoint);
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let settings = ChannelSettings {
+        max_deliveries: Some(1),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel("once", ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+    client
+        .producer("once")
+        .build()
+        .await
+        .unwrap()
+        .send(Message::new("m"))
+        .await
+        .unwrap();
+    let mut consumer = client.consumer("once").subscribe().await.unwrap();
+    // The nack makes the next delivery the second: past max_deliveries, so it is dead-lettered,
+    // and the broker dies right after the dead letter is stored, before the source is settled.
+    let _ = next(&mut consumer).await.nack(Duration::ZERO).await;
+    drop(consumer);
+    drop(client);
+    broker.wait_for_exit();
+
+    let broker = common::ChildBroker::spawn(ENTRY, dir.path());
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    // Dispatch finds the message past max_deliveries again and moves it again; the copy's
+    // derived id makes the dead-letter queue answer `duplicate`.
+    let _consumer = client.consumer("once").subscribe().await.unwrap();
+    common::eventually("the source to settle after restart", || async {
+        let d = client.describe_channel("once").await.unwrap();
+        d.subscriptions[0].backlog == 0
+    })
+    .await;
+    let dlq = client.describe_channel("once.dlq").await.unwrap();
+    let stored: u64 = dlq.partitions.iter().map(|p| p.next_offset).sum();
+    assert_eq!(stored, 1, "the dead letter is stored exactly once");
+    broker.kill9();
 }

@@ -84,7 +84,13 @@ impl ChildBroker {
     /// Runs `entry` (the name of an ignored test in this binary that calls
     /// [`child_broker_main`]) in a child process with data in `dir`.
     pub fn spawn(entry: &str, dir: &Path) -> Self {
+        Self::spawn_with_env(entry, dir, &[])
+    }
+
+    /// As [`ChildBroker::spawn`], with extra environment variables (failpoints).
+    pub fn spawn_with_env(entry: &str, dir: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(std::env::current_exe().unwrap())
+            .envs(env.iter().copied())
             .args([
                 "--exact",
                 entry,
@@ -107,6 +113,18 @@ impl ChildBroker {
             })
             .expect("child prints its address");
         Self { child, addr }
+    }
+
+    /// Waits (up to [`PATIENCE`]) for the process to end by itself, e.g. at a failpoint.
+    pub fn wait_for_exit(mut self) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the broker did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL: no shutdown, no flush.
@@ -165,4 +183,25 @@ pub async fn next(consumer: &mut Consumer) -> Delivery {
 /// The payload as text.
 pub fn text(d: &Delivery) -> String {
     String::from_utf8_lossy(d.payload()).into_owned()
+}
+
+/// Subscribes once the dead-letter queue exists (the first dead letter creates it).
+pub async fn subscribe_when_ready(
+    client: &sluice_client::Client,
+    channel: &str,
+) -> sluice_client::Consumer {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match client.consumer(channel).subscribe().await {
+            Ok(consumer) => return consumer,
+            Err(e) if e.code() == Some(sluice_client::ErrorCode::UnknownChannel) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{channel} never appeared"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("subscribe failed: {e}"),
+        }
+    }
 }

@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod partition;
 pub mod publish;
 pub mod range_set;
+pub mod redrive;
 pub mod registry;
 pub mod subscription;
 pub mod validation;

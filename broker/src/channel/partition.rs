@@ -37,8 +37,8 @@ mod publish;
 mod requests;
 mod writes;
 
-pub use publish::Routed;
 use self::metrics::{PartitionMetrics, ReturnReason};
+pub use publish::Routed;
 pub use requests::{PartitionRequest, PartitionSnapshot};
 use writes::{AfterWrite, Done, PendingWrites};
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use sluice_protocol::request::{self, Request};
-use sluice_protocol::response::Subscribed;
+use sluice_protocol::response::{ProducerSession, Redriven, Subscribed};
 use sluice_protocol::types::{ChannelKind, ChannelMeta, ChannelSummary};
 use sluice_protocol::Response;
 use tokio_util::sync::CancellationToken;
@@ -21,9 +21,9 @@ use crate::channel::cursor::ConsumerKey;
 use crate::channel::error::ChannelError;
 use crate::channel::outbox::{Outbox, Reply};
 use crate::channel::partition::PartitionRequest;
-use crate::channel::publish;
 use crate::channel::registry::{Channel, Registry};
 use crate::channel::subscription::Lifetime;
+use crate::channel::{publish, redrive};
 use crate::config::BrokerConfig;
 
 /// Errors that stop the broker from opening.
@@ -199,10 +199,11 @@ impl Dispatcher {
             Request::ListSubscriptions(c) => {
                 Response::Subscriptions(registry.get(&c.name)?.describe().await?.subscriptions)
             }
-            Request::InitProducer(_) | Request::Redrive(_) => {
-                return Err(ChannelError::InvalidArgument(
-                    "dead letters and producer sessions are not supported yet".into(),
-                ));
+            Request::InitProducer(r) => Response::ProducerSession(self.init_producer(r).await?),
+            Request::Redrive(r) => {
+                let count =
+                    redrive::redrive(registry, &r.channel, r.to.as_deref(), r.count).await?;
+                Response::Redriven(Redriven { count })
             }
             Request::Purge(_) => {
                 return Err(ChannelError::InvalidArgument(
@@ -216,6 +217,30 @@ impl Dispatcher {
             }
             _ => unreachable!("data-path requests are routed before admin"),
         })
+    }
+
+    async fn init_producer(
+        &self,
+        r: request::InitProducer,
+    ) -> Result<ProducerSession, ChannelError> {
+        let channel = self.inner.registry.get(&r.channel)?;
+        let Some(producer_id) = r.producer_id else {
+            let producer_id = rand::random::<u64>().max(1);
+            return Ok(ProducerSession {
+                producer_id,
+                epoch: 0,
+            });
+        };
+        let mut epoch = 0;
+        for p in &channel.partitions {
+            let known = p
+                .call(|done| PartitionRequest::ProducerEpoch { producer_id, done })
+                .await?;
+            if let Some(known) = known {
+                epoch = epoch.max(known.saturating_add(1));
+            }
+        }
+        Ok(ProducerSession { producer_id, epoch })
     }
 
     fn metadata(&self, names: &[String]) -> Result<Vec<ChannelMeta>, ChannelError> {

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::future::join_all;
+use futures::StreamExt;
 use sluice_protocol::{MessageView, Response};
 use tokio::sync::oneshot;
 
@@ -178,6 +179,7 @@ impl Partition {
         } = moved;
         match result {
             Ok(()) => {
+                failpoint("dead-letter-before-settle");
                 let command = Command::Settle {
                     subscription,
                     offsets,
@@ -207,5 +209,70 @@ impl Partition {
             return done.ok(Response::Ok);
         }
         self.start_move(name, held, kind, done).await;
+    }
+
+    /// Takes up to `max` messages of the queue's own subscription out of reach for a redrive.
+    pub(super) async fn take_for_redrive(&mut self, max: u64) -> Vec<(u64, bytes::Bytes)> {
+        // Apply what is already on its way to the log first (a nack or detach that came just
+        // before), so the redrive sees every message that is waiting.
+        while let Some((result, after)) = self.writes.next().await {
+            self.on_durable(result, after);
+        }
+        let name = self.config.channel.to_string();
+        let now = tokio::time::Instant::now();
+        let Some(sub) = self.subs.get_mut(&name) else {
+            return Vec::new();
+        };
+        let deadline = now + REDRIVE_LEASE;
+        let grants = sub
+            .cursor
+            .grant(REDRIVE_KEY, max, self.committed, now, deadline);
+        let mut taken = Vec::new();
+        for offset in grants.iter().flat_map(|g| g.start..g.end) {
+            let Some(batch) = self.batch_at(offset).await else {
+                continue;
+            };
+            if let Some(record) = batch
+                .raw_records()
+                .nth((offset - batch.base_offset()) as usize)
+            {
+                taken.push((offset, record));
+            }
+        }
+        taken
+    }
+
+    /// Settles redriven offsets and returns the ones that could not be published.
+    pub(super) fn finish_redrive(&mut self, settled: Vec<u64>, failed: Vec<u64>, done: Done) {
+        let name = self.config.channel.to_string();
+        if let Some(sub) = self.subs.get_mut(&name) {
+            let all: Vec<u64> = settled.iter().chain(&failed).copied().collect();
+            sub.cursor.take_held(REDRIVE_KEY, &all);
+        }
+        if !failed.is_empty() {
+            self.return_offsets(name.clone(), failed, RETRY_AFTER, Done::Nothing);
+        }
+        let command = Command::Settle {
+            subscription: name,
+            offsets: settled,
+            outcome: "redriven".into(),
+        };
+        self.change(command, done);
+    }
+}
+
+/// The consumer key redrive holds its messages under while it publishes them.
+const REDRIVE_KEY: u64 = u64::MAX;
+/// How long a redrive may hold messages before they return on their own.
+const REDRIVE_LEASE: Duration = Duration::from_secs(60);
+
+/// Test hook: when `SLUICE_FAILPOINT` names this point, the process aborts here, as a crash
+/// would (no flush, no shutdown). Read once; costs one atomic load afterwards.
+fn failpoint(name: &str) {
+    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let armed = ARMED.get_or_init(|| std::env::var("SLUICE_FAILPOINT").ok());
+    if armed.as_deref() == Some(name) {
+        tracing::error!(failpoint = name, "failpoint reached: aborting");
+        std::process::abort();
     }
 }

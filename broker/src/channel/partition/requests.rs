@@ -113,6 +113,30 @@ pub enum PartitionRequest {
         /// Answer.
         done: oneshot::Sender<Result<(), ChannelError>>,
     },
+    /// The highest epoch this partition has seen for a producer.
+    ProducerEpoch {
+        /// The producer.
+        producer_id: u64,
+        /// Answer.
+        done: oneshot::Sender<Option<u16>>,
+    },
+    /// Take up to `max` waiting messages of the queue's own subscription out of reach, for
+    /// redrive: answered with their offsets and records.
+    TakeForRedrive {
+        /// Most messages to take.
+        max: u64,
+        /// Answer.
+        done: oneshot::Sender<Vec<(u64, bytes::Bytes)>>,
+    },
+    /// Finish messages taken for redrive: settle the ones published, return the others.
+    FinishRedrive {
+        /// Offsets published to their target.
+        settled: Vec<u64>,
+        /// Offsets that could not be published.
+        failed: Vec<u64>,
+        /// Answer, once the settle is durable.
+        done: oneshot::Sender<Result<(), ChannelError>>,
+    },
     /// Report offsets, sizes and subscriptions.
     Describe {
         /// Answer.
@@ -218,6 +242,18 @@ impl Partition {
             PartitionRequest::DeleteSubscription { name, done } => {
                 self.delete_subscription(name, Done::Call(done));
             }
+            PartitionRequest::ProducerEpoch { producer_id, done } => {
+                let _ = done.send(self.producers.epoch(producer_id));
+            }
+            PartitionRequest::TakeForRedrive { max, done } => {
+                let taken = self.take_for_redrive(max).await;
+                let _ = done.send(taken);
+            }
+            PartitionRequest::FinishRedrive {
+                settled,
+                failed,
+                done,
+            } => self.finish_redrive(settled, failed, Done::Call(done)),
             PartitionRequest::Describe { done } => {
                 let oldest = self.oldest_unacked().await;
                 let _ = done.send(self.snapshot(&oldest));
@@ -396,6 +432,7 @@ fn refuse(request: PartitionRequest) {
         | PartitionRequest::Extend { reply, .. }
         | PartitionRequest::Reject { reply, .. } => reply.send(Err(e.to_wire())),
         PartitionRequest::Attach { done, .. }
+        | PartitionRequest::FinishRedrive { done, .. }
         | PartitionRequest::CreateSubscription { done, .. }
         | PartitionRequest::DeleteSubscription { done, .. } => {
             let _ = done.send(Err(e));
@@ -404,6 +441,8 @@ fn refuse(request: PartitionRequest) {
             let _ = done.send(());
         }
         PartitionRequest::Detach { .. }
+        | PartitionRequest::ProducerEpoch { .. }
+        | PartitionRequest::TakeForRedrive { .. }
         | PartitionRequest::Wake
         | PartitionRequest::Describe { .. } => {}
     }

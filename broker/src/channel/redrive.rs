@@ -1,0 +1,96 @@
+//! Redrive: publishing dead letters back to the channel they died in (or another), without the
+//! death headers, and settling them in the dead-letter queue once they are stored.
+//!
+//! Each redriven copy carries an id derived from its place in the dead-letter queue, so a redrive
+//! that is retried after a failure does not store a message twice.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_protocol::headers as h;
+use sluice_protocol::MessageView;
+
+use super::dead_letter;
+use super::error::ChannelError;
+use super::partition::PartitionRequest;
+use super::registry::Registry;
+
+/// Redrives up to `count` messages (all waiting ones when `None`) of the queue `dlq`, to `to`
+/// or to each message's `sluice-death-channel`. Returns how many were published.
+///
+/// # Errors
+/// `UnknownChannel` for the dead-letter queue, or a partition that stopped.
+pub async fn redrive(
+    registry: &Arc<Registry>,
+    dlq: &str,
+    to: Option<&str>,
+    count: Option<u64>,
+) -> Result<u64, ChannelError> {
+    let channel = registry.get(dlq)?;
+    let mut left = count.unwrap_or(u64::MAX);
+    let mut published = 0;
+    for p in &channel.partitions {
+        while left > 0 {
+            let max = left.min(1024);
+            let taken = p
+                .call(|done| PartitionRequest::TakeForRedrive { max, done })
+                .await?;
+            if taken.is_empty() {
+                break;
+            }
+            let (mut settled, mut failed) = (Vec::new(), Vec::new());
+            for (offset, record) in taken {
+                match redrive_one(registry, dlq, p.id, offset, record, to).await {
+                    Ok(()) => settled.push(offset),
+                    Err(e) => {
+                        tracing::warn!(dlq, offset, "redrive failed: {e}");
+                        failed.push(offset);
+                    }
+                }
+            }
+            let done_now = settled.len() as u64;
+            let stop = !failed.is_empty();
+            p.call(|done| PartitionRequest::FinishRedrive {
+                settled,
+                failed,
+                done,
+            })
+            .await??;
+            published += done_now;
+            left = left.saturating_sub(done_now);
+            if stop {
+                break;
+            }
+        }
+    }
+    Ok(published)
+}
+
+async fn redrive_one(
+    registry: &Arc<Registry>,
+    dlq: &str,
+    partition: u32,
+    offset: u64,
+    record: Bytes,
+    to: Option<&str>,
+) -> Result<(), ChannelError> {
+    let view =
+        MessageView::decode(record).map_err(|e| ChannelError::InvalidArgument(e.to_string()))?;
+    let target = match to {
+        Some(to) => to.to_owned(),
+        None => view
+            .header(h::DEATH_CHANNEL)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .ok_or_else(|| {
+                ChannelError::InvalidArgument(format!("{dlq}:{offset} names no source channel"))
+            })?,
+    };
+    let mut message = view.into_new();
+    message
+        .headers
+        .retain(|(name, _)| !name.starts_with("sluice-death-"));
+    message.id = Some(dead_letter::move_id(dlq, "~redrive", partition, offset));
+    dead_letter::publish(registry, &target, false, message)
+        .await
+        .map(|_| ())
+}

@@ -1,0 +1,126 @@
+//! Broker-side idempotent receiver: a message id stored within the dedupe window, or a batch
+//! resent by a producer session, is answered `duplicate` with the original's offset and not
+//! stored again, also after kill -9 and restart.
+
+mod common;
+
+use common::{ChildBroker, TestBroker};
+use sluice_client::types::{ChannelKind, ChannelSettings};
+use sluice_client::{Client, Message, Outcome};
+
+const ENTRY: &str = "child_broker_entry_point";
+
+#[test]
+#[ignore = "entry point of the child broker process, run by the tests below"]
+fn child_broker_entry_point() {
+    common::child_broker_main();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_id_is_a_duplicate_even_after_kill_nine() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ChildBroker::spawn(ENTRY, dir.path());
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let settings = ChannelSettings {
+        partitions: Some(3),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel("pay", ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+    let producer = client.producer("pay").build().await.unwrap();
+    let first = producer
+        .send(Message::new("charge").id([7; 16]))
+        .await
+        .unwrap();
+    let Outcome::Stored { partition, offset } = first else {
+        panic!("{first:?}")
+    };
+    let again = producer
+        .send(Message::new("charge").id([7; 16]))
+        .await
+        .unwrap();
+    assert_eq!(again, Outcome::Duplicate { partition, offset });
+    // Duplicates inside one batch: only the first copy is stored.
+    let batch = vec![
+        Message::new("a").id([1; 16]).into_inner(),
+        Message::new("a").id([1; 16]).into_inner(),
+        Message::new("b").into_inner(),
+    ];
+    let outcomes = producer.send_batch(batch).await.unwrap();
+    assert!(matches!(outcomes[0], Outcome::Stored { .. }));
+    assert_eq!(
+        outcomes[1],
+        Outcome::Duplicate {
+            partition: outcomes[0].partition(),
+            offset: outcomes[0].offset()
+        }
+    );
+    broker.kill9();
+
+    let broker = ChildBroker::spawn(ENTRY, dir.path());
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let producer = client.producer("pay").build().await.unwrap();
+    let after = producer
+        .send(Message::new("charge").id([7; 16]))
+        .await
+        .unwrap();
+    assert_eq!(after, Outcome::Duplicate { partition, offset });
+    let d = client.describe_channel("pay").await.unwrap();
+    assert_eq!(d.partitions.iter().map(|p| p.next_offset).sum::<u64>(), 3);
+    broker.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_dedupe_window_stores_repeated_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let settings = ChannelSettings {
+        dedupe_window_ms: Some(0),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel("raw", ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+    let producer = client.producer("raw").build().await.unwrap();
+    for expected in 0..2 {
+        let o = producer.send(Message::new("x").id([3; 16])).await.unwrap();
+        assert_eq!(
+            o,
+            Outcome::Stored {
+                partition: 0,
+                offset: expected
+            }
+        );
+    }
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producer_gets_stored_outcomes_for_fresh_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    client
+        .create_channel("seq", ChannelKind::Queue, ChannelSettings::default())
+        .await
+        .unwrap();
+    let producer = client.producer("seq").idempotent().build().await.unwrap();
+    for expected in 0..5 {
+        let o = producer
+            .send(Message::new(format!("m{expected}")))
+            .await
+            .unwrap();
+        assert_eq!(
+            o,
+            Outcome::Stored {
+                partition: 0,
+                offset: expected
+            }
+        );
+    }
+    broker.stop().await;
+}

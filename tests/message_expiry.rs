@@ -1,0 +1,73 @@
+//! Expiration: a message past its TTL or its channel's max_age is never delivered; it is
+//! dropped, or dead-lettered with reason `expired` where the channel says so.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, next, text, TestBroker};
+use sluice_client::types::{ChannelKind, ChannelSettings};
+use sluice_client::{Client, Message};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_past_its_ttl_is_never_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    client
+        .create_channel("t", ChannelKind::Queue, ChannelSettings::default())
+        .await
+        .unwrap();
+    let producer = client.producer("t").build().await.unwrap();
+    producer
+        .send(Message::new("short").ttl(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    producer.send(Message::new("long")).await.unwrap();
+    // The sweeper settles the expired head with no consumer attached.
+    eventually("the expired message to be swept", || async {
+        client.describe_channel("t").await.unwrap().subscriptions[0].backlog == 1
+    })
+    .await;
+    let mut consumer = client.consumer("t").subscribe().await.unwrap();
+    assert_eq!(text(&next(&mut consumer).await), "long");
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_age_expires_old_messages_to_the_dead_letter_queue_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let settings = ChannelSettings {
+        max_age_ms: Some(150),
+        expired_to_dead_letter: Some(true),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel("aged", ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+    let producer = client.producer("aged").build().await.unwrap();
+    producer.send(Message::new("stale")).await.unwrap();
+    let before = std::time::Instant::now();
+    eventually("max_age to pass", || async {
+        before.elapsed() > Duration::from_millis(200)
+    })
+    .await;
+    producer.send(Message::new("fresh")).await.unwrap();
+    let mut consumer = client.consumer("aged").subscribe().await.unwrap();
+    assert_eq!(text(&next(&mut consumer).await), "fresh");
+    let mut dlq = common::subscribe_when_ready(&client, "aged.dlq").await;
+    let dead = next(&mut dlq).await;
+    assert_eq!(text(&dead), "stale");
+    assert_eq!(
+        dead.header("sluice-death-reason").map(|v| v.to_vec()),
+        Some(b"expired".to_vec())
+    );
+    assert_eq!(
+        dead.header("sluice-death-count").map(|v| v.to_vec()),
+        Some(b"0".to_vec())
+    );
+    broker.stop().await;
+}
