@@ -702,3 +702,68 @@ async fn refused_requests_and_bad_arguments_fail_with_a_non_zero_status() {
     assert!(run.stderr.contains("expected queue or topic"), "{run:?}");
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_sums_channels_partitions_messages_and_backlog_over_the_broker() {
+    let broker = Broker::start().await;
+    let empty = broker.json("stats").await;
+    assert_eq!(
+        (&empty["channels"], &empty["messages"]),
+        (&0.into(), &0.into())
+    );
+    assert_eq!(empty["per_channel"], serde_json::json!([]));
+
+    broker
+        .ok("channel create orders --kind queue --partitions 1")
+        .await;
+    broker
+        .ok("channel create events --kind topic --partitions 2")
+        .await;
+    broker
+        .ok("subscription create events audit --durable")
+        .await;
+    broker.ctl_stdin("publish orders", "a\nb\nc\n").await.ok();
+    broker.ctl_stdin("publish events", "x\ny\n").await.ok();
+    broker.ok("consume orders --count 1 --timeout 10s").await;
+
+    let stats = broker.json("stats").await;
+    let expect = [
+        ("channels", 2),
+        ("partitions", 3),
+        ("messages", 5),
+        ("subscriptions", 2),
+        ("backlog", 2 + 2),
+        ("in_flight", 0),
+        ("consumers", 0),
+    ];
+    for (field, want) in expect {
+        assert_eq!(stats[field], want, "{field} in {stats}");
+    }
+    assert!(stats["bytes"].as_u64().unwrap() > 0, "{stats}");
+    let per_channel = stats["per_channel"].as_array().expect("an array");
+    let orders = per_channel
+        .iter()
+        .find(|c| c["name"] == "orders")
+        .unwrap_or_else(|| panic!("no orders in {stats}"));
+    assert_eq!(
+        (
+            &orders["name"],
+            &orders["kind"],
+            &orders["messages"],
+            &orders["backlog"]
+        ),
+        (&"orders".into(), &"queue".into(), &3.into(), &2.into()),
+        "{stats}"
+    );
+
+    let human = broker.ok("stats").await;
+    assert!(human.starts_with("channels        2\n"), "{human}");
+    assert!(human.contains("\nbacklog         4\n"), "{human}");
+    let row = human
+        .lines()
+        .find(|l| l.starts_with("events "))
+        .unwrap_or_else(|| panic!("no row for events in {human}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[..4], ["events", "topic", "2", "2"], "{row}");
+    broker.stop().await;
+}

@@ -6,6 +6,7 @@
 mod consume;
 mod output;
 mod publish;
+mod stats;
 mod settings;
 
 use std::process::ExitCode;
@@ -50,6 +51,8 @@ enum Command {
     Publish(publish::PublishArgs),
     /// Consume messages and print their payloads.
     Consume(consume::ConsumeArgs),
+    /// Summarise the broker: channels, partitions, messages, bytes, backlog, consumers.
+    Stats,
     /// Publish dead letters back to the channel they came from (or to `--to`).
     Redrive(RedriveArgs),
 }
@@ -160,6 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Subscription(command) => subscription(&client, &out, command).await,
         Command::Publish(args) => publish::run(&client, &out, args).await,
         Command::Consume(args) => consume::run(&client, &out, args).await,
+        Command::Stats => stats::run(&client, &out).await,
         Command::Redrive(args) => redrive(&client, &out, args).await,
     }
 }
