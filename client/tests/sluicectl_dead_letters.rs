@@ -333,7 +333,6 @@ async fn an_expired_message_is_dead_lettered_with_expired_to_dead_letter() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs broker support from issue 4"]
 async fn redrive_publishes_dead_letters_back_without_their_death_headers() {
     let broker = Broker::start().await;
     broker
