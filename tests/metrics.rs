@@ -1,8 +1,8 @@
 //! `/metrics` over real HTTP: after a scripted run of publishes, acks, a nack and an expired
 //! lease, every counter moved by exactly the known amount and the gauges settled.
 //!
-//! The metrics recorder is process-global, so this is a test binary of its own with one broker,
-//! and every assertion filters by the channel it created.
+//! The metrics recorder is process-global, so this is a test binary of its own: each test has
+//! its own broker and endpoint, and every assertion filters by the channel the test created.
 
 mod common;
 
@@ -42,24 +42,35 @@ async fn get(addr: SocketAddr, path: &str) -> (String, String) {
     (status, body.to_owned())
 }
 
-/// The endpoint's metrics as parsed text format, by (name, labels other than `channel`) for
-/// the test channel's series and for series without a `channel` label.
-struct Metrics(Scrape);
+/// The endpoint's metrics as parsed text format, read for one channel.
+struct Metrics {
+    /// Every sample.
+    scrape: Scrape,
+    /// The `channel` label [`Metrics::sum`] and [`Metrics::count`] look at.
+    channel: &'static str,
+}
 
 impl Metrics {
+    /// Scrapes the endpoint, to read [`CHANNEL`]'s series.
     async fn scrape(addr: SocketAddr) -> Self {
+        Self::scrape_for(addr, CHANNEL).await
+    }
+
+    /// Scrapes the endpoint, to read `channel`'s series.
+    async fn scrape_for(addr: SocketAddr, channel: &'static str) -> Self {
         let (status, body) = get(addr, "/metrics").await;
         assert_eq!(status, "HTTP/1.1 200 OK");
         let lines = body.lines().map(|l| Ok(l.to_owned()));
-        Self(Scrape::parse(lines).expect("valid Prometheus text format"))
+        let scrape = Scrape::parse(lines).expect("valid Prometheus text format");
+        Self { scrape, channel }
     }
 
-    /// The sum of `name` over the test channel's series whose labels include `filter`.
+    /// The sum of `name` over the channel's series whose labels include `filter`.
     fn sum(&self, name: &str, filter: &[(&str, &str)]) -> f64 {
-        self.0
+        self.scrape
             .samples
             .iter()
-            .filter(|s| s.metric == name && s.labels.get("channel") == Some(CHANNEL))
+            .filter(|s| s.metric == name && s.labels.get("channel") == Some(self.channel))
             .filter(|s| filter.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
             .map(|s| match &s.value {
                 Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
@@ -68,14 +79,14 @@ impl Metrics {
             .sum()
     }
 
-    /// The test channel's counter `name` as an integer.
+    /// The channel's counter `name` as an integer.
     fn count(&self, name: &str, filter: &[(&str, &str)]) -> u64 {
         self.sum(name, filter) as u64
     }
 
     /// Observations of the histogram `name` (the `+Inf` bucket) over series matching `filter`.
     fn observations(&self, name: &str, filter: &[(&str, &str)]) -> f64 {
-        self.0
+        self.scrape
             .samples
             .iter()
             .filter(|s| s.metric == name)
@@ -106,8 +117,13 @@ fn expected_counters(returned: u64) -> HashMap<&'static str, u64> {
 /// Waits until the test channel's gauge `name` reads `want` (gauges follow a partition's
 /// burst, so they may trail the reply a client saw).
 async fn settles(addr: SocketAddr, name: &str, want: u64) {
-    eventually(&format!("{name} to read {want}"), || async {
-        Metrics::scrape(addr).await.count(name, &[]) == want
+    settles_for(addr, CHANNEL, name, want).await;
+}
+
+/// Waits until `channel`'s gauge `name` reads `want`.
+async fn settles_for(addr: SocketAddr, channel: &'static str, name: &str, want: u64) {
+    eventually(&format!("{name} of {channel} to read {want}"), || async {
+        Metrics::scrape_for(addr, channel).await.count(name, &[]) == want
     })
     .await;
 }
@@ -228,7 +244,7 @@ async fn counters_move_by_exactly_what_clients_did() {
 impl Metrics {
     /// The value of a metric with no labels.
     fn sum_unlabelled(&self, name: &str) -> f64 {
-        self.0
+        self.scrape
             .samples
             .iter()
             .filter(|s| s.metric == name)
@@ -238,4 +254,63 @@ impl Metrics {
             })
             .sum()
     }
+}
+
+/// A channel that dead-letters on the second delivery and deduplicates by message id.
+const DEAD: &str = "metered-dead";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_and_duplicates_are_counted_once_each() {
+    let (metrics, stop_metrics) = start_endpoint().await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let settings = ChannelSettings {
+        partitions: Some(1),
+        max_deliveries: Some(2),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel(DEAD, ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+    let producer = client.producer(DEAD).build().await.unwrap();
+    for _ in 0..2 {
+        producer
+            .send(Message::new("poison").id([7; 16]))
+            .await
+            .unwrap();
+    }
+    let m = Metrics::scrape_for(metrics, DEAD).await;
+    assert_eq!(m.count("sluice_messages_published_total", &[]), 1);
+    assert_eq!(m.count("sluice_messages_deduplicated_total", &[]), 1);
+
+    let mut consumer = client.consumer(DEAD).subscribe().await.unwrap();
+    for _ in 0..2 {
+        next(&mut consumer)
+            .await
+            .nack(Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    let max_deliveries = [("reason", "max_deliveries")];
+    eventually("the dead letter to be counted", || async {
+        let m = Metrics::scrape_for(metrics, DEAD).await;
+        m.count("sluice_messages_dead_lettered_total", &max_deliveries) == 1
+    })
+    .await;
+    let m = Metrics::scrape_for(metrics, DEAD).await;
+    assert_eq!(m.count("sluice_messages_dead_lettered_total", &[]), 1);
+    assert_eq!(m.count("sluice_messages_nacked_total", &[]), 2);
+    assert_eq!(m.count("sluice_messages_delivered_total", &[]), 2);
+    assert_eq!(m.count("sluice_messages_redelivered_total", &[]), 1);
+    settles_for(metrics, DEAD, "sluice_subscription_backlog_messages", 0).await;
+    eventually("the dead-letter queue to store it", || async {
+        let dlq = Metrics::scrape_for(metrics, "metered-dead.dlq").await;
+        dlq.count("sluice_messages_published_total", &[]) == 1
+    })
+    .await;
+    consumer.close().await.unwrap();
+    broker.stop().await;
+    stop_metrics.cancel();
 }

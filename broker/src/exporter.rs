@@ -83,6 +83,23 @@ const COUNTERS: &[(&str, &str)] = &[
         "Deliveries taken back by the broker, by reason: lease_expired, consumer_detached.",
     ),
     (
+        "sluice_messages_dead_lettered_total",
+        "Messages sent to the dead-letter channel, by reason: max_deliveries, rejected, expired.",
+    ),
+    (
+        "sluice_messages_expired_total",
+        "Messages that expired before being acked.",
+    ),
+    (
+        "sluice_messages_invalid_total",
+        "Messages that broke the channel's contract (source=publish) or were rejected as \
+         invalid by a consumer (source=consumer).",
+    ),
+    (
+        "sluice_messages_deduplicated_total",
+        "Published messages dropped as duplicates.",
+    ),
+    (
         "sluice_connections_accepted_total",
         "Client connections accepted.",
     ),

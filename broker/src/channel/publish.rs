@@ -49,6 +49,12 @@ pub async fn publish(
         return handle.send(request).await;
     }
     let invalid = route_invalid(registry, channel, partition, broken).await?;
+    let labels = [
+        ("channel", channel.spec.name.clone()),
+        ("partition", partition.to_string()),
+        ("source", "publish".to_owned()),
+    ];
+    metrics::counter!("sluice_messages_invalid_total", &labels).increment(invalid.len() as u64);
     if keep.is_empty() {
         let ack = PublishAck {
             partition,

@@ -19,7 +19,9 @@ use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use sluice_protocol::RecordBatch;
 use tokio::time::Instant;
 
+use super::moves::MoveKind;
 use crate::channel::cursor::Grant;
+use crate::channel::dead_letter::DeathReason;
 use crate::channel::subscription::Subscription;
 use crate::log::LogStats;
 
@@ -49,6 +51,10 @@ pub struct PartitionMetrics {
     published_bytes: Counter,
     /// Append-to-durable time of published batches.
     append: Histogram,
+    /// Messages dropped as duplicates (producer sequence or message id).
+    deduplicated: Counter,
+    /// Deliveries a consumer rejected as invalid, sent to the invalid channel.
+    invalid: Counter,
     /// Bytes of segments.
     log_bytes: Gauge,
     /// Segment files.
@@ -67,6 +73,10 @@ struct SubscriptionMetrics {
     nacked: Counter,
     lease_expired: Counter,
     detached: Counter,
+    /// Sent to the dead-letter channel, by reason: max deliveries, rejected, expired.
+    dead_lettered: [Counter; 3],
+    /// Expired before being acked (dropped or dead-lettered).
+    expired: Counter,
     backlog: Gauge,
     in_flight: Gauge,
     consumers: Gauge,
@@ -82,11 +92,13 @@ impl SubscriptionMetrics {
             ("partition", partition.to_owned()),
             ("subscription", sub.to_owned()),
         ];
-        let returned = |reason: &'static str| {
+        let by_reason = |name: &'static str, reason: &'static str| {
             let mut l = labels.to_vec();
             l.push(("reason", reason.to_owned()));
-            counter!("sluice_messages_returned_total", &l)
+            counter!(name, &l)
         };
+        let returned = |reason| by_reason("sluice_messages_returned_total", reason);
+        let dead = |reason| by_reason("sluice_messages_dead_lettered_total", reason);
         Self {
             delivered: counter!("sluice_messages_delivered_total", &labels),
             redelivered: counter!("sluice_messages_redelivered_total", &labels),
@@ -94,6 +106,8 @@ impl SubscriptionMetrics {
             nacked: counter!("sluice_messages_nacked_total", &labels),
             lease_expired: returned("lease_expired"),
             detached: returned("consumer_detached"),
+            dead_lettered: [dead("max_deliveries"), dead("rejected"), dead("expired")],
+            expired: counter!("sluice_messages_expired_total", &labels),
             backlog: gauge!("sluice_subscription_backlog_messages", &labels),
             in_flight: gauge!("sluice_subscription_in_flight_messages", &labels),
             consumers: gauge!("sluice_subscription_consumers", &labels),
@@ -125,6 +139,8 @@ impl PartitionMetrics {
             published: counter!("sluice_messages_published_total", &labels),
             published_bytes: counter!("sluice_published_bytes_total", &labels),
             append: histogram!("sluice_append_duration_seconds", &labels),
+            deduplicated: counter!("sluice_messages_deduplicated_total", &labels),
+            invalid: invalid_counter(channel, partition, "consumer"),
             log_bytes: gauge!("sluice_log_bytes", &labels),
             log_segments: gauge!("sluice_log_segments", &labels),
             subs: HashMap::new(),
@@ -190,6 +206,32 @@ impl PartitionMetrics {
         }
     }
 
+    /// `n` messages of a publish dropped as duplicates.
+    pub fn deduplicated(&self, n: usize) {
+        self.deduplicated.increment(n as u64);
+    }
+
+    /// `n` deliveries of `sub` start moving out of the partition (dead letters, invalid).
+    pub fn moving(&mut self, sub: &str, kind: &MoveKind, n: usize) {
+        let n = n as u64;
+        match kind {
+            MoveKind::Dead { reason, .. } => {
+                let i = match reason {
+                    DeathReason::MaxDeliveries => 0,
+                    DeathReason::Rejected => 1,
+                    DeathReason::Expired => 2,
+                };
+                self.sub(sub).dead_lettered[i].increment(n);
+            }
+            MoveKind::Invalid { .. } => self.invalid.increment(n),
+        }
+    }
+
+    /// `n` messages of `sub` expired before being acked.
+    pub fn expired(&mut self, sub: &str, n: usize) {
+        self.sub(sub).expired.increment(n as u64);
+    }
+
     /// Sets the gauges from the partition's state after a burst; `end` is the committed offset.
     pub fn refresh(&mut self, subs: &BTreeMap<String, Subscription>, end: u64, log: LogStats) {
         self.log_bytes.set(log.bytes as f64);
@@ -251,4 +293,15 @@ impl PartitionMetrics {
             }
         }
     }
+}
+
+/// The counter of invalid messages of one partition, by where they were caught: `publish`
+/// (the channel's contract) or `consumer` (rejected as invalid).
+fn invalid_counter(channel: &str, partition: u32, source: &'static str) -> Counter {
+    let labels = [
+        ("channel", channel.to_owned()),
+        ("partition", partition.to_string()),
+        ("source", source.to_owned()),
+    ];
+    counter!("sluice_messages_invalid_total", &labels)
 }

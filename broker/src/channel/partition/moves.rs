@@ -86,6 +86,7 @@ impl Partition {
                 }
             },
         };
+        self.metrics.moving(&subscription, &kind, offsets.len());
         let mut waits = Vec::with_capacity(offsets.len());
         let mut mover_gone = false;
         for &offset in &offsets {
