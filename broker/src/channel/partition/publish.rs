@@ -28,11 +28,8 @@ pub struct Routed {
 /// The answer to a publish, waiting for its batch to become durable.
 #[derive(Debug)]
 pub struct PendingAck {
-    /// Original index of each stored message, in order; `None` when they are simply
-    /// `0..count` (the common case, kept free of per-message work).
-    stored: Option<Vec<u32>>,
-    /// Messages stored.
-    count: u32,
+    /// Original index of each stored message, in order.
+    stored: Vec<u32>,
     /// Messages that were duplicates.
     duplicates: Vec<DuplicateRun>,
     /// Messages that broke the contract.
@@ -42,21 +39,8 @@ pub struct PendingAck {
 impl PendingAck {
     /// The answer, given where the stored messages landed.
     pub fn into_ack(self, partition: u32, base_offset: u64) -> PublishAck {
-        let Some(indexes) = self.stored else {
-            let run = StoredRun {
-                index: 0,
-                count: self.count,
-                offset: base_offset,
-            };
-            return PublishAck {
-                partition,
-                stored: if self.count == 0 { Vec::new() } else { vec![run] },
-                duplicates: self.duplicates,
-                invalid: self.invalid,
-            };
-        };
         let mut stored: Vec<StoredRun> = Vec::new();
-        for (i, &index) in indexes.iter().enumerate() {
+        for (i, &index) in self.stored.iter().enumerate() {
             let offset = base_offset + i as u64;
             match stored.last_mut() {
                 Some(run)
@@ -105,8 +89,7 @@ impl Partition {
                     })
                     .collect();
                 let pending = PendingAck {
-                    stored: None,
-                    count: 0,
+                    stored: Vec::new(),
                     duplicates,
                     invalid: routed.invalid,
                 };
@@ -123,15 +106,7 @@ impl Partition {
             }
         }
         let now = now_ms();
-        let (batch, kept, duplicates) = self.drop_duplicate_ids(batch, now, &original);
-        let stored_count = kept.as_ref().map_or(count, |k| k.len() as u32);
-        let stored = match (&routed.indexes, kept) {
-            (None, None) => None,
-            (_, kept) => Some(match kept {
-                Some(kept) => kept.into_iter().map(original).collect(),
-                None => (0..count).map(original).collect(),
-            }),
-        };
+        let (batch, stored, duplicates) = self.drop_duplicate_ids(batch, now, &original);
         self.metrics.deduplicated(duplicates.len());
         if pid != 0 {
             self.producers
@@ -139,7 +114,6 @@ impl Partition {
         }
         let pending = PendingAck {
             stored,
-            count: stored_count,
             duplicates,
             invalid: routed.invalid,
         };
@@ -176,36 +150,41 @@ impl Partition {
         batch: RecordBatch,
         now: i64,
         original: &dyn Fn(u32) -> u32,
-    ) -> (Option<RecordBatch>, Option<Vec<u32>>, Vec<DuplicateRun>) {
-        if self.ids.window_is_off() || batch.record_slices().all(|r| peek_id(r).is_none()) {
-            return (Some(batch), None, Vec::new());
+    ) -> (Option<RecordBatch>, Vec<u32>, Vec<DuplicateRun>) {
+        let count = batch.record_count();
+        let all: Vec<u32> = (0..count).map(original).collect();
+        if self.ids.window_is_off() {
+            return (Some(batch), all, Vec::new());
         }
         self.ids.expire(now);
         let base = self.log.next_offset();
-        let mut kept = Vec::with_capacity(batch.record_count() as usize);
+        let mut keep = Vec::with_capacity(count as usize);
         let mut duplicates = Vec::new();
-        for (i, record) in batch.record_slices().enumerate() {
-            let i = i as u32;
-            let Some(id) = peek_id(record) else {
-                kept.push(i);
+        for (i, record) in batch.raw_records().enumerate() {
+            let Some(id) = peek_id(&record) else {
+                keep.push((i as u32, record));
                 continue;
             };
             match self.ids.lookup(&id, now) {
                 Some(offset) => duplicates.push(DuplicateRun {
-                    index: original(i),
+                    index: original(i as u32),
                     offset,
                 }),
                 None => {
-                    self.ids.insert(id, base + kept.len() as u64, now);
-                    kept.push(i);
+                    self.ids.insert(id, base + keep.len() as u64, now);
+                    keep.push((i as u32, record));
                 }
             }
         }
+        let stored: Vec<u32> = keep.iter().map(|(i, _)| original(*i)).collect();
         if duplicates.is_empty() {
-            return (Some(batch), None, duplicates);
+            return (Some(batch), stored, duplicates);
         }
-        let rebuilt = rebuild(&batch, &kept);
-        (rebuilt, Some(kept), duplicates)
+        (
+            rebuild(&batch, keep.iter().map(|(_, r)| r)),
+            stored,
+            duplicates,
+        )
     }
 
     fn append_batch(&mut self, batch: RecordBatch, now: i64, pending: PendingAck, reply: Reply) {
@@ -241,8 +220,8 @@ impl Partition {
         if self.ids.window_is_off() || !self.ids.covers(batch.first_timestamp(), now) {
             return;
         }
-        for (i, record) in batch.record_slices().enumerate() {
-            if let Some(id) = peek_id(record) {
+        for (i, record) in batch.raw_records().enumerate() {
+            if let Some(id) = peek_id(&record) {
                 self.ids
                     .insert(id, batch.base_offset() + i as u64, batch.first_timestamp());
             }
@@ -250,22 +229,19 @@ impl Partition {
     }
 }
 
-/// A new batch holding the records of `original` at positions `kept`, with its producer fields.
-fn rebuild(original: &RecordBatch, kept: &[u32]) -> Option<RecordBatch> {
-    if kept.is_empty() {
-        return None;
-    }
+/// A new batch holding `records` (the ones kept), with the original's producer fields.
+fn rebuild<'a>(
+    original: &RecordBatch,
+    records: impl Iterator<Item = &'a bytes::Bytes>,
+) -> Option<RecordBatch> {
     let mut builder = BatchBuilder::messages();
     builder.producer(
         original.producer_id(),
         original.producer_epoch(),
         original.base_sequence(),
     );
-    let mut wanted = kept.iter().copied().peekable();
-    for (i, record) in original.record_slices().enumerate() {
-        if wanted.next_if_eq(&(i as u32)).is_some() {
-            builder.push_raw(record);
-        }
+    for record in records {
+        builder.push_raw(record);
     }
     builder.finish().ok()
 }
@@ -277,8 +253,7 @@ mod tests {
     #[test]
     fn stored_runs_follow_original_indexes_around_gaps() {
         let pending = PendingAck {
-            stored: Some(vec![0, 1, 3, 4]),
-            count: 4,
+            stored: vec![0, 1, 3, 4],
             duplicates: Vec::new(),
             invalid: Vec::new(),
         };
