@@ -315,7 +315,6 @@ async fn publish_ttl_expires_the_message_so_it_is_never_delivered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs broker support from issue 4"]
 async fn an_expired_message_is_dead_lettered_with_expired_to_dead_letter() {
     let broker = Broker::start().await;
     broker

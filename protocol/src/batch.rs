@@ -269,6 +269,17 @@ impl RecordBatch {
         }
     }
 
+    /// The records as borrowed slices: for scanning, with no reference counting per record.
+    pub fn record_slices(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut rest = &self.bytes[HEADER_LEN..];
+        (0..self.record_count()).map_while(move |_| {
+            let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+            let record = rest.get(4..4 + len)?;
+            rest = &rest[4 + len..];
+            Some(record)
+        })
+    }
+
     /// The raw records, each as a slice of the batch bytes (no copy).
     pub fn raw_records(&self) -> RawRecords {
         RawRecords {
@@ -431,6 +442,8 @@ mod tests {
         assert_eq!(again.record_count(), 2);
         let records: Vec<Bytes> = again.raw_records().collect();
         assert_eq!(records, vec![Bytes::from("hello"), Bytes::from("world!")]);
+        let slices: Vec<&[u8]> = again.record_slices().collect();
+        assert_eq!(slices, vec![&b"hello"[..], &b"world!"[..]]);
         assert!(!again.is_control());
         assert_eq!(again.offset_count(), 2);
     }

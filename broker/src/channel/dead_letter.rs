@@ -91,6 +91,9 @@ pub fn dead_letter(message: MessageView, death: &Death<'_>, fallback_id: [u8; 16
         add(h::DEATH_ERROR, Bytes::from(error.to_owned()));
     }
     new.id = Some(new.id.unwrap_or(fallback_id));
+    // A dead letter is kept for people to look at; the original TTL would expire it at once
+    // (it is why some of them died).
+    new.ttl_ms = None;
     new
 }
 
@@ -109,6 +112,7 @@ pub fn invalid_message(
         Bytes::from(channel.to_owned()),
     ));
     new.id = Some(new.id.unwrap_or(id));
+    new.ttl_ms = None;
     new
 }
 

@@ -46,8 +46,8 @@ impl Expiry {
         if self.max_age_ms.is_some() {
             self.batch_times.insert(batch.base_offset(), at);
         }
-        for (i, record) in batch.raw_records().enumerate() {
-            if let Some(ttl) = peek_ttl(&record) {
+        for (i, record) in batch.record_slices().enumerate() {
+            if let Some(ttl) = peek_ttl(record) {
                 self.ttl
                     .insert(batch.base_offset() + i as u64, at + i64::from(ttl));
             }

@@ -28,8 +28,11 @@ pub struct Routed {
 /// The answer to a publish, waiting for its batch to become durable.
 #[derive(Debug)]
 pub struct PendingAck {
-    /// Original index of each stored message, in order.
-    stored: Vec<u32>,
+    /// Original index of each stored message, in order; `None` when they are simply
+    /// `0..count` (the common case, kept free of per-message work).
+    stored: Option<Vec<u32>>,
+    /// Messages stored.
+    count: u32,
     /// Messages that were duplicates.
     duplicates: Vec<DuplicateRun>,
     /// Messages that broke the contract.
@@ -39,8 +42,25 @@ pub struct PendingAck {
 impl PendingAck {
     /// The answer, given where the stored messages landed.
     pub fn into_ack(self, partition: u32, base_offset: u64) -> PublishAck {
+        let Some(indexes) = self.stored else {
+            let run = StoredRun {
+                index: 0,
+                count: self.count,
+                offset: base_offset,
+            };
+            return PublishAck {
+                partition,
+                stored: if self.count == 0 {
+                    Vec::new()
+                } else {
+                    vec![run]
+                },
+                duplicates: self.duplicates,
+                invalid: self.invalid,
+            };
+        };
         let mut stored: Vec<StoredRun> = Vec::new();
-        for (i, &index) in self.stored.iter().enumerate() {
+        for (i, &index) in indexes.iter().enumerate() {
             let offset = base_offset + i as u64;
             match stored.last_mut() {
                 Some(run)
@@ -89,7 +109,8 @@ impl Partition {
                     })
                     .collect();
                 let pending = PendingAck {
-                    stored: Vec::new(),
+                    stored: None,
+                    count: 0,
                     duplicates,
                     invalid: routed.invalid,
                 };
@@ -106,7 +127,15 @@ impl Partition {
             }
         }
         let now = now_ms();
-        let (batch, stored, duplicates) = self.drop_duplicate_ids(batch, now, &original);
+        let (batch, kept, duplicates) = self.drop_duplicate_ids(batch, now, &original);
+        let stored_count = kept.as_ref().map_or(count, |k| k.len() as u32);
+        let stored = match (&routed.indexes, kept) {
+            (None, None) => None,
+            (_, kept) => Some(match kept {
+                Some(kept) => kept.into_iter().map(original).collect(),
+                None => (0..count).map(original).collect(),
+            }),
+        };
         self.metrics.deduplicated(duplicates.len());
         if pid != 0 {
             self.producers
@@ -114,6 +143,7 @@ impl Partition {
         }
         let pending = PendingAck {
             stored,
+            count: stored_count,
             duplicates,
             invalid: routed.invalid,
         };
@@ -150,41 +180,36 @@ impl Partition {
         batch: RecordBatch,
         now: i64,
         original: &dyn Fn(u32) -> u32,
-    ) -> (Option<RecordBatch>, Vec<u32>, Vec<DuplicateRun>) {
-        let count = batch.record_count();
-        let all: Vec<u32> = (0..count).map(original).collect();
-        if self.ids.window_is_off() {
-            return (Some(batch), all, Vec::new());
+    ) -> (Option<RecordBatch>, Option<Vec<u32>>, Vec<DuplicateRun>) {
+        if self.ids.window_is_off() || batch.record_slices().all(|r| peek_id(r).is_none()) {
+            return (Some(batch), None, Vec::new());
         }
         self.ids.expire(now);
         let base = self.log.next_offset();
-        let mut keep = Vec::with_capacity(count as usize);
+        let mut kept = Vec::with_capacity(batch.record_count() as usize);
         let mut duplicates = Vec::new();
-        for (i, record) in batch.raw_records().enumerate() {
-            let Some(id) = peek_id(&record) else {
-                keep.push((i as u32, record));
+        for (i, record) in batch.record_slices().enumerate() {
+            let i = i as u32;
+            let Some(id) = peek_id(record) else {
+                kept.push(i);
                 continue;
             };
             match self.ids.lookup(&id, now) {
                 Some(offset) => duplicates.push(DuplicateRun {
-                    index: original(i as u32),
+                    index: original(i),
                     offset,
                 }),
                 None => {
-                    self.ids.insert(id, base + keep.len() as u64, now);
-                    keep.push((i as u32, record));
+                    self.ids.insert(id, base + kept.len() as u64, now);
+                    kept.push(i);
                 }
             }
         }
-        let stored: Vec<u32> = keep.iter().map(|(i, _)| original(*i)).collect();
         if duplicates.is_empty() {
-            return (Some(batch), stored, duplicates);
+            return (Some(batch), None, duplicates);
         }
-        (
-            rebuild(&batch, keep.iter().map(|(_, r)| r)),
-            stored,
-            duplicates,
-        )
+        let rebuilt = rebuild(&batch, &kept);
+        (rebuilt, Some(kept), duplicates)
     }
 
     fn append_batch(&mut self, batch: RecordBatch, now: i64, pending: PendingAck, reply: Reply) {
@@ -220,8 +245,8 @@ impl Partition {
         if self.ids.window_is_off() || !self.ids.covers(batch.first_timestamp(), now) {
             return;
         }
-        for (i, record) in batch.raw_records().enumerate() {
-            if let Some(id) = peek_id(&record) {
+        for (i, record) in batch.record_slices().enumerate() {
+            if let Some(id) = peek_id(record) {
                 self.ids
                     .insert(id, batch.base_offset() + i as u64, batch.first_timestamp());
             }
@@ -229,19 +254,22 @@ impl Partition {
     }
 }
 
-/// A new batch holding `records` (the ones kept), with the original's producer fields.
-fn rebuild<'a>(
-    original: &RecordBatch,
-    records: impl Iterator<Item = &'a bytes::Bytes>,
-) -> Option<RecordBatch> {
+/// A new batch holding the records of `original` at positions `kept`, with its producer fields.
+fn rebuild(original: &RecordBatch, kept: &[u32]) -> Option<RecordBatch> {
+    if kept.is_empty() {
+        return None;
+    }
     let mut builder = BatchBuilder::messages();
     builder.producer(
         original.producer_id(),
         original.producer_epoch(),
         original.base_sequence(),
     );
-    for record in records {
-        builder.push_raw(record);
+    let mut wanted = kept.iter().copied().peekable();
+    for (i, record) in original.record_slices().enumerate() {
+        if wanted.next_if_eq(&(i as u32)).is_some() {
+            builder.push_raw(record);
+        }
     }
     builder.finish().ok()
 }
@@ -253,7 +281,8 @@ mod tests {
     #[test]
     fn stored_runs_follow_original_indexes_around_gaps() {
         let pending = PendingAck {
-            stored: vec![0, 1, 3, 4],
+            stored: Some(vec![0, 1, 3, 4]),
+            count: 4,
             duplicates: Vec::new(),
             invalid: Vec::new(),
         };
