@@ -7,8 +7,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
-pub use sluice_bench_common::{histogram, ns_since, thousands};
 use sluice_bench_common::micros;
+pub use sluice_bench_common::{histogram, ns_since, thousands};
 
 use crate::stop::Stop;
 use crate::Args;
