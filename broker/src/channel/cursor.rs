@@ -185,7 +185,7 @@ impl Cursor {
                 .next_present(start)
                 .unwrap_or(end)
                 .min(end)
-                .min(start + budget);
+                .min(start.saturating_add(budget));
             let (stop, count) = self.same_count_run(start, stop);
             push_grant(&mut grants, start, stop, count);
             budget -= stop - start;
@@ -440,6 +440,15 @@ mod tests {
         assert_eq!(c.extend(1, &[1], now + 3 * LEASE), 1);
         assert_eq!(c.take_expired(now + LEASE), vec![0, 2]);
         assert_eq!(c.held_by(1, &[0, 1, 2]), vec![1]);
+    }
+
+    #[test]
+    fn a_grant_with_no_practical_limit_hands_out_everything_past_the_floor() {
+        let now = Instant::now();
+        let mut c = Cursor::new(0);
+        c.apply_ack(0, 1);
+        let g = c.grant(1, u64::MAX, 4, now, now + LEASE);
+        assert_eq!(offsets(&g), vec![1, 2, 3]);
     }
 
     #[test]
