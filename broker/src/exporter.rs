@@ -285,6 +285,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_metric_on_the_grafana_dashboard_is_one_the_broker_records() {
+        let dashboard = include_str!("../../config/grafana-dashboard.json");
+        let known: Vec<&str> = [COUNTERS, GAUGES, HISTOGRAMS]
+            .iter()
+            .flat_map(|list| list.iter().map(|(name, _)| *name))
+            .collect();
+        let mut rest = dashboard;
+        while let Some(at) = rest.find("sluice_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(tail.len());
+            let used = &tail[..end];
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| used.strip_suffix(suffix))
+                .filter(|base| HISTOGRAMS.iter().any(|(name, _)| name == base))
+                .unwrap_or(used);
+            assert!(known.contains(&base), "{used} is not a broker metric");
+            rest = &tail[end..];
+        }
+    }
+
+    #[test]
     fn a_request_head_is_routed_by_method_and_path() {
         let handle = PrometheusBuilder::new().build_recorder().handle();
         let ok = respond(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n", &handle);
