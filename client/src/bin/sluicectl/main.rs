@@ -6,8 +6,8 @@
 mod consume;
 mod output;
 mod publish;
-mod stats;
 mod settings;
+mod stats;
 
 use std::process::ExitCode;
 use std::time::Duration;
