@@ -133,6 +133,18 @@ pub struct ChannelDefaults {
     /// A repeated message id within this window is answered `duplicate`.
     #[serde(with = "humantime_serde")]
     pub dedupe_window: Duration,
+    /// Retention: segments whose messages are all older than this are deleted, consumed or
+    /// not. Unset: kept until every subscription is past them.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retention_max_age: Option<Duration>,
+    /// Retention: a partition's oldest segments are deleted, consumed or not, while it holds
+    /// more bytes than this. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_max_bytes: Option<u64>,
 }
 
 impl Default for ChannelDefaults {
@@ -147,6 +159,8 @@ impl Default for ChannelDefaults {
             max_batch_bytes: 8 << 20,
             max_deliveries: 20,
             dedupe_window: Duration::from_secs(120),
+            retention_max_age: None,
+            retention_max_bytes: None,
         }
     }
 }
@@ -294,6 +308,25 @@ mod tests {
         let file = file_with("[channel_defaults]\nfsync = \"sometimes\"\n");
         let err = BrokerConfig::load(Some(file.path()), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("sometimes"), "{err}");
+    }
+
+    #[test]
+    fn retention_is_unset_by_default_and_read_from_the_file() {
+        assert_eq!(
+            BrokerConfig::default().channel_defaults.retention_max_age,
+            None
+        );
+        let file = file_with(
+            "[channel_defaults]\nretention_max_age = \"2h\"\nretention_max_bytes = 1048576\n",
+        );
+        let config = BrokerConfig::load(Some(file.path()), &Overrides::default()).unwrap();
+        let d = &config.channel_defaults;
+        assert_eq!(d.retention_max_age, Some(Duration::from_secs(7200)));
+        assert_eq!(d.retention_max_bytes, Some(1 << 20));
+        let printed = config.to_toml();
+        let file = file_with(&printed);
+        let back = BrokerConfig::load(Some(file.path()), &Overrides::default()).unwrap();
+        assert_eq!(back, config);
     }
 
     #[test]

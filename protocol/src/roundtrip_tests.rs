@@ -142,6 +142,8 @@ fn full_settings() -> ChannelSettings {
         content_types: vec!["application/json".into()],
         required_headers: vec!["tenant".into(), "trace".into()],
         dedupe_window_ms: Some(120_000),
+        retention_max_age_ms: Some(86_400_000),
+        retention_max_bytes: Some(1 << 30),
     }
 }
 

@@ -125,6 +125,14 @@ pub struct ChannelSettings {
     /// Window in milliseconds within which a repeated message id is a duplicate (default 2 min).
     #[serde(default)]
     pub dedupe_window_ms: Option<u64>,
+    /// Retention: segments whose messages are all older than this many milliseconds are
+    /// deleted, consumed or not (broker default: kept until consumed).
+    #[serde(default)]
+    pub retention_max_age_ms: Option<u64>,
+    /// Retention: the oldest segments are deleted, consumed or not, while a partition holds more
+    /// bytes than this (broker default: no limit).
+    #[serde(default)]
+    pub retention_max_bytes: Option<u64>,
 }
 
 /// Where one partition lives.

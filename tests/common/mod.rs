@@ -71,6 +71,8 @@ impl TestBroker {
 
 /// Environment variable that turns a test binary into a child broker.
 pub const CHILD_ENV: &str = "SLUICE_TEST_CHILD_BROKER_DIR";
+/// Environment variable setting the child broker's `channel_defaults.segment_bytes`.
+pub const CHILD_SEGMENT_BYTES_ENV: &str = "SLUICE_TEST_CHILD_SEGMENT_BYTES";
 
 /// A broker in a child process (this test binary re-executed), for kill -9.
 pub struct ChildBroker {
@@ -104,15 +106,43 @@ impl ChildBroker {
             .spawn()
             .expect("child starts");
         let stdout = child.stdout.take().unwrap();
-        let addr = BufReader::new(stdout)
-            .lines()
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = lines
+            .by_ref()
             .map_while(Result::ok)
             .find_map(|line| {
                 line.split_once("listening ")
                     .map(|(_, addr)| addr.trim().to_owned())
             })
             .expect("child prints its address");
+        // Keep reading, so the child's last words (the harness's result line) never hit a
+        // closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
         Self { child, addr }
+    }
+
+    /// SIGTERM: the child runs the broker's graceful shutdown and exits.
+    pub fn sigterm(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) with a pid we own and a valid signal number has no memory effects.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM) failed");
+    }
+
+    /// Waits up to `bound` for the process to exit; its exit code, `None` if killed by a
+    /// signal. Fails the test when it is still running after `bound`.
+    pub fn wait_exit_code(mut self, bound: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the broker did not exit within {bound:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits (up to [`PATIENCE`]) for the process to end by itself, e.g. at a failpoint.
@@ -146,12 +176,26 @@ pub fn child_broker_main() {
     let Some(dir) = std::env::var_os(CHILD_ENV) else {
         return;
     };
+    let mut config = config(Path::new(&dir));
+    if let Some(bytes) = std::env::var_os(CHILD_SEGMENT_BYTES_ENV) {
+        let bytes = bytes.to_string_lossy().parse().expect("segment bytes");
+        config.channel_defaults.segment_bytes = bytes;
+    }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let server = Server::bind(&config(Path::new(&dir))).await.unwrap();
+        let server = Server::bind(&config).await.unwrap();
+        // SIGTERM runs the graceful shutdown, as the `sluice` binary does.
+        let shutdown = CancellationToken::new();
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            terminate.recv().await;
+            on_signal.cancel();
+        });
         // On a line of its own: the test harness prints its own words before it.
         println!("\nlistening {}", server.local_addr());
-        server.run(CancellationToken::new()).await;
+        server.run(shutdown).await;
     });
 }
 

@@ -52,6 +52,13 @@ pub enum Command {
         /// Redeliver no sooner than this, in milliseconds after the command is applied.
         delay_ms: u64,
     },
+    /// Every offset below `to` is done for one subscription, or for all (purge, retention).
+    Purge {
+        /// The subscription, or `None` for every subscription of the partition.
+        subscription: Option<String>,
+        /// The committed offset when the purge was asked.
+        to: u64,
+    },
 }
 
 impl Command {
@@ -80,13 +87,14 @@ impl Command {
             .collect()
     }
 
-    /// The subscription the command is about.
-    pub fn subscription(&self) -> &str {
+    /// The subscription the command is about; `None` when it is about all of them.
+    pub fn subscription(&self) -> Option<&str> {
         match self {
-            Self::CreateSubscription { name, .. } | Self::DeleteSubscription { name } => name,
+            Self::CreateSubscription { name, .. } | Self::DeleteSubscription { name } => Some(name),
             Self::Ack { subscription, .. }
             | Self::Return { subscription, .. }
-            | Self::Settle { subscription, .. } => subscription,
+            | Self::Settle { subscription, .. } => Some(subscription),
+            Self::Purge { subscription, .. } => subscription.as_deref(),
         }
     }
 }
@@ -112,6 +120,14 @@ mod tests {
                 subscription: "s".into(),
                 offsets: vec![3],
                 delay_ms: 10,
+            },
+            Command::Purge {
+                subscription: Some("s".into()),
+                to: 12,
+            },
+            Command::Purge {
+                subscription: None,
+                to: 40,
             },
         ];
         for command in commands {

@@ -41,6 +41,17 @@ struct InFlight {
     deadline: Instant,
 }
 
+/// The logged part of a cursor (what replay rebuilds), as a snapshot keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoggedState {
+    /// Everything below is done.
+    pub ack_floor: u64,
+    /// Acked `[from, to)` ranges above the floor.
+    pub acked: Vec<(u64, u64)>,
+    /// Logged returns per offset, by offset.
+    pub returns: Vec<(u64, u32)>,
+}
+
 /// Cursor state of one subscription on one partition.
 #[derive(Debug, Clone)]
 pub struct Cursor {
@@ -146,6 +157,37 @@ impl Cursor {
     /// Moves everything from `from` on out of this subscription's reach (purge).
     pub fn apply_skip_to(&mut self, to: u64) {
         self.apply_ack(self.ack_floor, to);
+    }
+
+    /// The logged state, for a snapshot.
+    pub fn logged(&self) -> LoggedState {
+        let mut returns: Vec<(u64, u32)> = self.returns.iter().map(|(&o, &n)| (o, n)).collect();
+        returns.sort_unstable();
+        LoggedState {
+            ack_floor: self.ack_floor,
+            acked: self.acked.iter().collect(),
+            returns,
+        }
+    }
+
+    /// A cursor with this logged state and nothing in flight, as replay would leave it.
+    pub fn from_logged(state: &LoggedState) -> Self {
+        let ack_floor = state.ack_floor;
+        let mut cursor = Self::new(ack_floor);
+        for &(from, to) in &state.acked {
+            cursor.acked.insert(from.max(ack_floor), to);
+        }
+        if let Some(end) = cursor.acked.take_range_at(ack_floor) {
+            cursor.ack_floor = end;
+            cursor.next_unsent = end;
+        }
+        cursor.returns = state
+            .returns
+            .iter()
+            .filter(|&&(o, _)| !cursor.is_acked(o))
+            .copied()
+            .collect();
+        cursor
     }
 
     /// Upper bound of what [`Cursor::grant`] could hand out now.

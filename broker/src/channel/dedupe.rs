@@ -98,6 +98,24 @@ impl IdWindow {
     fn is_live(&self, stored_at: i64, now_ms: i64) -> bool {
         is_live(self.window_ms, stored_at, now_ms)
     }
+
+    /// The remembered ids as `(id, offset, stored_at_ms)`, oldest first, for a snapshot.
+    pub fn entries(&self) -> Vec<([u8; 16], u64, i64)> {
+        let mut out: Vec<([u8; 16], u64, i64)> = self
+            .ids
+            .iter()
+            .map(|(id, &(offset, at))| (*id, offset, at))
+            .collect();
+        out.sort_unstable_by_key(|&(id, offset, at)| (at, offset, id));
+        out
+    }
+
+    /// Remembers the entries of a snapshot (see [`IdWindow::entries`]).
+    pub fn restore(&mut self, entries: &[([u8; 16], u64, i64)]) {
+        for &(id, offset, at) in entries {
+            self.insert(id, offset, at);
+        }
+    }
 }
 
 fn is_live(window_ms: i64, stored_at: i64, now_ms: i64) -> bool {
@@ -126,6 +144,19 @@ pub enum SessionVerdict {
         /// Sequence the batch started at.
         got: u32,
     },
+}
+
+/// One producer session as a snapshot keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProducerSession {
+    /// The producer id (never 0).
+    pub producer_id: u64,
+    /// Its newest epoch.
+    pub epoch: u16,
+    /// Sequence its next new batch must start at.
+    pub next_sequence: u32,
+    /// `(base_sequence, base_offset)` of its last stored batches, oldest first.
+    pub recent: Vec<(u32, u64)>,
 }
 
 /// One stored batch of a producer, remembered to answer its retries.
@@ -236,6 +267,49 @@ impl ProducerState {
             base_offset,
         });
         producer.next_sequence = base_sequence.wrapping_add(count);
+    }
+
+    /// Every producer session, by producer id, for a snapshot.
+    pub fn sessions(&self) -> Vec<ProducerSession> {
+        let mut out: Vec<ProducerSession> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, p)| ProducerSession {
+                producer_id,
+                epoch: p.epoch,
+                next_sequence: p.next_sequence,
+                recent: p
+                    .recent
+                    .iter()
+                    .map(|b| (b.base_sequence, b.base_offset))
+                    .collect(),
+            })
+            .collect();
+        out.sort_unstable_by_key(|s| s.producer_id);
+        out
+    }
+
+    /// Takes the sessions of a snapshot (see [`ProducerState::sessions`]), replacing any known.
+    pub fn restore(&mut self, sessions: &[ProducerSession]) {
+        for s in sessions.iter().filter(|s| s.producer_id != 0) {
+            let recent = s
+                .recent
+                .iter()
+                .rev()
+                .take(RECENT_BATCHES)
+                .rev()
+                .map(|&(base_sequence, base_offset)| BatchMark {
+                    base_sequence,
+                    base_offset,
+                })
+                .collect();
+            let producer = Producer {
+                epoch: s.epoch,
+                next_sequence: s.next_sequence,
+                recent,
+            };
+            self.producers.insert(s.producer_id, producer);
+        }
     }
 
     /// The newest epoch known for `producer_id`, so a re-initialised session can be given a

@@ -50,6 +50,13 @@ impl TailCache {
             .filter(|b| b.base_offset() <= offset && offset < b.next_offset())
     }
 
+    /// Drops the batches wholly below `offset` (their segments were deleted).
+    pub fn drop_below(&mut self, offset: u64) {
+        while let Some(old) = self.batches.pop_front_if(|b| b.next_offset() <= offset) {
+            self.bytes -= old.len();
+        }
+    }
+
     /// Drops everything (after a purge or truncation).
     pub fn clear(&mut self) {
         self.batches.clear();

@@ -18,5 +18,6 @@ pub mod publish;
 pub mod range_set;
 pub mod redrive;
 pub mod registry;
+pub mod snapshot;
 pub mod subscription;
 pub mod validation;

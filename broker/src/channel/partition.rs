@@ -28,12 +28,15 @@ use super::delivery::{self, TailCache};
 use super::error::ChannelError;
 use super::expiry::Expiry;
 use super::outbox::Outgoing;
+use super::snapshot::StateSnapshot;
 use super::subscription::{Lifetime, Subscription};
 use crate::log::{Log, LogConfig, LogError};
 
 mod metrics;
 mod moves;
 mod publish;
+mod purge;
+mod replay;
 mod requests;
 mod writes;
 
@@ -78,6 +81,10 @@ pub struct PartitionConfig {
     pub max_age: Option<Duration>,
     /// A repeated message id within this window is a duplicate.
     pub dedupe_window: Duration,
+    /// Segments whose messages are all older than this are deleted, consumed or not.
+    pub retention_max_age: Option<Duration>,
+    /// Oldest segments are deleted, consumed or not, while the log is larger than this.
+    pub retention_max_bytes: Option<u64>,
 }
 
 /// When a partition gives up on a message, and where it sends it.
@@ -141,8 +148,9 @@ impl PartitionHandle {
 /// # Errors
 /// [`ChannelError::Log`] when the log cannot be opened, or a corrupt command in it.
 pub async fn open(config: PartitionConfig, dir: PathBuf) -> Result<PartitionHandle, ChannelError> {
+    let snapshot_path = StateSnapshot::path_for(&dir);
     let log = Log::open(dir, config.log.clone()).await?;
-    let mut partition = Partition::new(config, log);
+    let mut partition = Partition::new(config, log, snapshot_path);
     partition.replay().await?;
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let id = partition.config.id;
@@ -191,10 +199,16 @@ struct Partition {
     expired: Vec<u64>,
     /// Counters and gauges of this partition.
     metrics: PartitionMetrics,
+    /// Where the state snapshot lives (beside the log directory).
+    snapshot_path: PathBuf,
+    /// Messages dropped by purge and retention.
+    purged: u64,
+    /// When retention next looks for segments to delete.
+    next_check: Instant,
 }
 
 impl Partition {
-    fn new(config: PartitionConfig, log: Log) -> Self {
+    fn new(config: PartitionConfig, log: Log, snapshot_path: PathBuf) -> Self {
         let mut subs = BTreeMap::new();
         if config.kind == ChannelKind::Queue {
             let own = Subscription::new(Lifetime::Durable, config.lease, 0);
@@ -216,39 +230,10 @@ impl Partition {
             moves: FuturesUnordered::new(),
             doomed: Vec::new(),
             expired: Vec::new(),
+            snapshot_path,
+            purged: 0,
+            next_check: Instant::now() + purge::CHECK_EVERY,
         }
-    }
-
-    /// Rebuilds committed state from the log: every command in order.
-    async fn replay(&mut self) -> Result<(), ChannelError> {
-        let now = Instant::now();
-        let mut next = self.log.first_entry();
-        while next < self.log.next_entry() {
-            let batches = self.log.read_entries(next, READ_CHUNK).await?;
-            let Some(last) = batches.last() else { break };
-            next = last.entry_index() + 1;
-            for batch in &batches {
-                self.replay_batch(batch, now)?;
-            }
-        }
-        self.committed = self.log.next_offset();
-        let first = self.log.first_offset();
-        for sub in self.subs.values_mut() {
-            sub.cursor.apply_skip_to(first);
-        }
-        Ok(())
-    }
-
-    fn replay_batch(&mut self, batch: &RecordBatch, now: Instant) -> Result<(), ChannelError> {
-        if batch.is_control() {
-            for command in Command::from_batch(batch)? {
-                self.apply(command, now);
-            }
-        } else {
-            self.expiry.observe(batch);
-            self.observe_for_dedupe(batch, now_ms());
-        }
-        Ok(())
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<PartitionRequest>) {
@@ -270,6 +255,9 @@ impl Partition {
                     }
                 }
                 () = sleep_until(wakeup), if wakeup.is_some() => self.on_timer(),
+            }
+            if self.log.stats().segments > 1 && self.next_check <= Instant::now() {
+                self.check_retention().await;
             }
             self.dispatch().await;
             self.refresh_metrics().await;
@@ -302,6 +290,7 @@ impl Partition {
             .filter_map(|s| s.cursor.next_wakeup())
             .chain(self.metrics.ages_due())
             .chain(expiry)
+            .chain((self.log.stats().segments > 1).then_some(self.next_check))
             .min()
     }
 
@@ -430,6 +419,13 @@ impl Partition {
                     sub.cursor.apply_return(&offsets, ready_at, now);
                 }
             }
+            Command::Purge { subscription, to } => {
+                for (name, sub) in &mut self.subs {
+                    if subscription.as_ref().is_none_or(|s| s == name) {
+                        sub.cursor.apply_skip_to(to);
+                    }
+                }
+            }
         }
     }
 
@@ -448,10 +444,9 @@ impl Partition {
 
     /// Makes a cursor change: logged and applied when durable, or applied now if not logged.
     fn change(&mut self, command: Command, done: Done) {
-        let logged = self
-            .subs
-            .get(command.subscription())
-            .is_none_or(Subscription::is_logged);
+        let logged = command
+            .subscription()
+            .is_none_or(|name| self.subs.get(name).is_none_or(Subscription::is_logged));
         if !logged {
             self.apply(command, Instant::now());
             return done.ok(Response::Ok);

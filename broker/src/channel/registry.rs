@@ -137,6 +137,21 @@ impl Channel {
         Ok(())
     }
 
+    /// Purges every partition: drops the stored messages of `subscription` (or of every
+    /// subscription) up to the committed offset, and deletes the segments below the new
+    /// low-water mark. Consumers stay attached; dedupe state is kept.
+    ///
+    /// # Errors
+    /// `UnknownSubscription`; storage errors; [`ChannelError::ShuttingDown`].
+    pub async fn purge(&self, subscription: Option<&str>) -> Result<(), ChannelError> {
+        for p in &self.partitions {
+            let subscription = subscription.map(str::to_owned);
+            p.call(|done| PartitionRequest::Purge { subscription, done })
+                .await??;
+        }
+        Ok(())
+    }
+
     /// Offsets, sizes and subscriptions of every partition, subscriptions summed over them.
     ///
     /// # Errors
@@ -414,6 +429,12 @@ impl Registry {
                 .settings
                 .dedupe_window_ms
                 .map_or(d.dedupe_window, Duration::from_millis),
+            retention_max_age: spec
+                .settings
+                .retention_max_age_ms
+                .map(Duration::from_millis)
+                .or(d.retention_max_age),
+            retention_max_bytes: spec.settings.retention_max_bytes.or(d.retention_max_bytes),
         }
     }
 }

@@ -75,6 +75,19 @@ pub struct LogStats {
     pub bytes: u64,
 }
 
+/// One segment as retention sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Offset of its first batch (the file name).
+    pub base_offset: u64,
+    /// Offset after its last batch.
+    pub end_offset: u64,
+    /// Bytes of batches in it.
+    pub bytes: u64,
+    /// Append time of its first batch, ms since the Unix epoch; `None` when empty.
+    pub first_timestamp: Option<i64>,
+}
+
 /// A batch handed to the writer but not yet known to be written; reads serve it from memory.
 #[derive(Debug)]
 struct Queued {
@@ -261,6 +274,19 @@ impl Log {
             segments: self.segments.len() as u32,
             bytes: self.segments.iter().map(|s| s.len).sum(),
         }
+    }
+
+    /// The segments, oldest first; the last one is active.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.segments
+            .iter()
+            .map(|s| SegmentInfo {
+                base_offset: s.base_offset,
+                end_offset: s.end_offset,
+                bytes: s.len,
+                first_timestamp: s.first_timestamp,
+            })
+            .collect()
     }
 
     /// The partition directory.

@@ -174,6 +174,32 @@ async fn purge_before_deletes_whole_segments_and_survives_reopen() {
 }
 
 #[tokio::test]
+async fn purge_segments_before_also_drops_a_segment_whose_successor_starts_at_the_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_segments()).await.unwrap();
+    for _ in 0..30 {
+        append(&mut log, 2).await;
+    }
+    let segments = log.segments();
+    assert!(segments.len() > 2);
+    assert_eq!(segments[0].base_offset, 0);
+    assert_eq!(segments[0].end_offset, segments[1].base_offset);
+    assert!(segments.iter().all(|s| s.first_timestamp == Some(1000)));
+    let mark = segments[1].base_offset;
+    log.purge_before(mark).await.unwrap();
+    assert_eq!(
+        log.segments()[0].base_offset,
+        0,
+        "kept: control batches may sit at the mark"
+    );
+    log.purge_segments_before(mark).await.unwrap();
+    assert_eq!(log.segments()[0].base_offset, mark);
+    assert_eq!(log.first_offset(), mark);
+    let total: u64 = log.segments().iter().map(|s| s.bytes).sum();
+    assert_eq!(total, log.stats().bytes);
+}
+
+#[tokio::test]
 async fn segments_roll_by_age_of_their_first_batch() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {

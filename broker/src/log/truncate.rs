@@ -120,9 +120,26 @@ impl Log {
     /// # Errors
     /// [`LogError::Io`] or the writer's failure.
     pub async fn purge_before(&mut self, offset: u64) -> Result<(), LogError> {
+        self.purge(offset, false).await
+    }
+
+    /// As [`purge_before`](Self::purge_before), but a segment also goes when its successor
+    /// starts exactly at the mark: control batches at the mark go with it. For callers that
+    /// saved the effect of those control batches elsewhere (a state snapshot), so retention can
+    /// delete a segment whose messages are all below the mark.
+    ///
+    /// # Errors
+    /// [`LogError::Io`] or the writer's failure.
+    pub async fn purge_segments_before(&mut self, offset: u64) -> Result<(), LogError> {
+        self.purge(offset, true).await
+    }
+
+    async fn purge(&mut self, offset: u64, at_mark: bool) -> Result<(), LogError> {
         let next = self.next_offset();
         let low_water = offset.min(next).max(self.low_water);
-        if low_water == self.low_water {
+        let below = |b: u64| b < low_water || (at_mark && b == low_water);
+        let none_to_drop = self.segments.len() < 2 || !below(self.segments[1].base_offset);
+        if low_water == self.low_water && (!at_mark || none_to_drop) {
             return Ok(());
         }
         let before = self.segments.len();
@@ -135,7 +152,7 @@ impl Log {
         let all = self.segments.len() > before;
         let n = (1..self.segments.len())
             .map(|i| self.segments[i].base_offset)
-            .take_while(|&b| b < low_water || (all && b == low_water))
+            .take_while(|&b| below(b) || (all && b == low_water))
             .count();
         let prev = self.segments[..n].iter().rev().find_map(|s| s.last);
         let start = LogStart {

@@ -205,10 +205,10 @@ impl Dispatcher {
                     redrive::redrive(registry, &r.channel, r.to.as_deref(), r.count).await?;
                 Response::Redriven(Redriven { count })
             }
-            Request::Purge(_) => {
-                return Err(ChannelError::InvalidArgument(
-                    "purge is not supported yet".into(),
-                ));
+            Request::Purge(p) => {
+                let channel = registry.get(&p.channel)?;
+                channel.purge(p.subscription.as_deref()).await?;
+                Response::Ok
             }
             Request::Handshake(_) => {
                 return Err(ChannelError::InvalidArgument(

@@ -137,6 +137,14 @@ pub enum PartitionRequest {
         /// Answer, once the settle is durable.
         done: oneshot::Sender<Result<(), ChannelError>>,
     },
+    /// Drop the stored messages of one subscription (or of all) up to the committed offset,
+    /// then delete the segments below the new low-water mark.
+    Purge {
+        /// The subscription, or `None` for the whole channel.
+        subscription: Option<String>,
+        /// Answer, once the cursors moved and the segments are deleted.
+        done: oneshot::Sender<Result<(), ChannelError>>,
+    },
     /// Report offsets, sizes and subscriptions.
     Describe {
         /// Answer.
@@ -254,6 +262,9 @@ impl Partition {
                 failed,
                 done,
             } => self.finish_redrive(settled, failed, Done::Call(done)),
+            PartitionRequest::Purge { subscription, done } => {
+                self.purge(subscription, done).await;
+            }
             PartitionRequest::Describe { done } => {
                 let oldest = self.oldest_unacked().await;
                 let _ = done.send(self.snapshot(&oldest));
@@ -433,6 +444,7 @@ fn refuse(request: PartitionRequest) {
         | PartitionRequest::Reject { reply, .. } => reply.send(Err(e.to_wire())),
         PartitionRequest::Attach { done, .. }
         | PartitionRequest::FinishRedrive { done, .. }
+        | PartitionRequest::Purge { done, .. }
         | PartitionRequest::CreateSubscription { done, .. }
         | PartitionRequest::DeleteSubscription { done, .. } => {
             let _ = done.send(Err(e));

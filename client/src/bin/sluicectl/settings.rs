@@ -44,6 +44,13 @@ pub struct SettingsArgs {
     /// Window within which a repeated message id is a duplicate, e.g. `2m`.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     dedupe_window: Option<Duration>,
+    /// Retention: delete stored messages older than this, consumed or not, e.g. `7days`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    retention_max_age: Option<Duration>,
+    /// Retention: keep at most this many bytes per partition, consumed or not (suffixes KiB,
+    /// MiB, GiB allowed).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    retention_max_bytes: Option<u64>,
 }
 
 impl SettingsArgs {
@@ -62,6 +69,8 @@ impl SettingsArgs {
             content_types: self.content_types,
             required_headers: self.required_headers,
             dedupe_window_ms: self.dedupe_window.map(millis),
+            retention_max_age_ms: self.retention_max_age.map(millis),
+            retention_max_bytes: self.retention_max_bytes,
         }
     }
 }
@@ -116,6 +125,11 @@ pub fn described(s: &ChannelSettings) -> Vec<(&'static str, String)> {
     add("content types", list(&s.content_types));
     add("required headers", list(&s.required_headers));
     add("dedupe window", s.dedupe_window_ms.map(duration));
+    add("retention max age", s.retention_max_age_ms.map(duration));
+    add(
+        "retention max bytes",
+        s.retention_max_bytes.map(|b| format!("{b} bytes")),
+    );
     lines
 }
 
@@ -138,6 +152,7 @@ mod tests {
             max_deliveries: Some(5),
             content_types: vec!["application/json".into(), "text/plain".into()],
             dedupe_window_ms: Some(120_000),
+            retention_max_bytes: Some(4096),
             ..ChannelSettings::default()
         };
         let lines = described(&settings);
@@ -147,6 +162,7 @@ mod tests {
                 ("max deliveries", "5".to_owned()),
                 ("content types", "application/json, text/plain".to_owned()),
                 ("dedupe window", "2m".to_owned()),
+                ("retention max bytes", "4096 bytes".to_owned()),
             ]
         );
     }

@@ -1,0 +1,158 @@
+//! The Channel Purger and retention: moving cursors past stored messages, and deleting whole
+//! segments below the partition's low-water mark.
+//!
+//! The low-water mark is the lowest `ack_floor` of the partition's subscriptions (the committed
+//! offset when it has none), raised by the channel's `retention.max_age` / `retention.max_bytes`
+//! (whole segments; retention may pass unconsumed messages, which the subscriptions then skip
+//! through a logged [`Command::Purge`]). Deleting segments deletes the commands and the message
+//! batches replay would read, so a [state snapshot](crate::channel::snapshot) is always saved
+//! first.
+
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::writes::Done;
+use super::{now_ms, Partition};
+use crate::channel::command::Command;
+use crate::channel::error::ChannelError;
+use crate::log::SegmentInfo;
+
+/// How often a partition with sealed segments looks for ones it may delete.
+pub(super) const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+impl Partition {
+    /// Purges one subscription's backlog, or every subscription's, up to the committed offset,
+    /// then deletes the segments that fell below the low-water mark.
+    pub(super) async fn purge(
+        &mut self,
+        subscription: Option<String>,
+        done: oneshot::Sender<Result<(), ChannelError>>,
+    ) {
+        if let Some(name) = subscription
+            .as_ref()
+            .filter(|n| !self.subs.contains_key(*n))
+        {
+            let channel = self.config.channel.to_string();
+            let name = name.clone();
+            let _ = done.send(Err(ChannelError::UnknownSubscription { channel, name }));
+            return;
+        }
+        let (to, whole) = (self.committed, subscription.is_none());
+        let result = match self.skip_to(subscription, to).await {
+            Ok(()) => self.delete_segments(whole).await,
+            Err(e) => Err(e),
+        };
+        let _ = done.send(result);
+    }
+
+    /// Moves the cursor of `subscription` (or every cursor) past `to`, through the log; waits
+    /// until it is applied.
+    async fn skip_to(&mut self, subscription: Option<String>, to: u64) -> Result<(), ChannelError> {
+        let dropped = self
+            .subs
+            .iter()
+            .filter(|(name, _)| subscription.as_ref().is_none_or(|s| s == *name))
+            .map(|(_, sub)| sub.cursor.backlog(to))
+            .max()
+            .unwrap_or(0);
+        let (tx, rx) = oneshot::channel();
+        self.change(Command::Purge { subscription, to }, Done::Call(tx));
+        self.drain_writes().await;
+        match rx.await {
+            Ok(Ok(())) => {
+                self.purged += dropped;
+                tracing::info!(channel = %self.config.channel, partition = self.config.id, to, dropped, "purged");
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ChannelError::ShuttingDown),
+        }
+    }
+
+    /// The periodic retention check: cheap when nothing can go.
+    pub(super) async fn check_retention(&mut self) {
+        self.next_check = Instant::now() + CHECK_EVERY;
+        let segments = self.log.segments();
+        let Some(active) = segments.last() else {
+            return;
+        };
+        let retention = self
+            .retention_mark(&segments, now_ms())
+            .min(active.base_offset);
+        if retention > self.lowest_floor() {
+            if let Err(e) = self.skip_to(None, retention).await {
+                tracing::error!(channel = %self.config.channel, partition = self.config.id, "retention: {e}");
+                return;
+            }
+        }
+        if let Err(e) = self.delete_segments(false).await {
+            tracing::error!(channel = %self.config.channel, partition = self.config.id, "deleting segments: {e}");
+        }
+    }
+
+    /// Deletes the segments wholly below the low-water mark, after saving a snapshot. Only
+    /// sealed segments, unless `all` (a purge): then the active one too when everything is
+    /// below the mark.
+    async fn delete_segments(&mut self, all: bool) -> Result<(), ChannelError> {
+        let segments = self.log.segments();
+        let Some(active) = segments.last() else {
+            return Ok(());
+        };
+        let mut mark = self.lowest_floor();
+        if !all {
+            mark = mark.min(active.base_offset);
+        }
+        let whole = segments.windows(2).any(|w| w[1].base_offset <= mark);
+        let everything = all && mark >= active.end_offset && active.bytes > 0;
+        if !whole && !everything {
+            return Ok(());
+        }
+        self.save_snapshot().await?;
+        self.log.purge_segments_before(mark).await?;
+        self.cache.drop_below(self.log.first_offset());
+        let stats = self.log.stats();
+        tracing::debug!(channel = %self.config.channel, partition = self.config.id, mark, segments = stats.segments, bytes = stats.bytes, "segments deleted");
+        Ok(())
+    }
+
+    /// The lowest ack floor of the subscriptions; the committed offset when there are none
+    /// (nobody can read those messages any more: new subscriptions start at the tail).
+    fn lowest_floor(&self) -> u64 {
+        self.subs
+            .values()
+            .map(|s| s.cursor.ack_floor())
+            .min()
+            .unwrap_or(self.committed)
+            .min(self.committed)
+    }
+
+    /// The first offset retention keeps: segments go, oldest first, while newer ones are past
+    /// `max_age` or the log is over `max_bytes`. Never inside a segment.
+    fn retention_mark(&self, segments: &[SegmentInfo], now_ms: i64) -> u64 {
+        let mut mark = 0;
+        if let Some(max_age) = self.config.retention_max_age {
+            let cutoff = now_ms.saturating_sub(max_age.as_millis() as i64);
+            // A segment is old when the next one began before the cutoff (timestamps never
+            // decrease along the log).
+            for w in segments.windows(2) {
+                if w[1].first_timestamp.is_none_or(|t| t > cutoff) {
+                    break;
+                }
+                mark = w[1].base_offset;
+            }
+        }
+        if let Some(max_bytes) = self.config.retention_max_bytes {
+            let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
+            for w in segments.windows(2) {
+                if total <= max_bytes {
+                    break;
+                }
+                total -= w[0].bytes;
+                mark = mark.max(w[1].base_offset);
+            }
+        }
+        mark
+    }
+}
