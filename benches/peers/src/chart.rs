@@ -31,9 +31,18 @@ pub fn draw(path: &Path, panels: &[Panel]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn draw_panel(area: &DrawingArea<SVGBackend, plotters::coord::Shift>, panel: &Panel) -> anyhow::Result<()> {
+fn draw_panel(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    panel: &Panel,
+) -> anyhow::Result<()> {
     let n = panel.bars.len();
-    let max = panel.bars.iter().filter_map(|b| b.1).fold(0.0, f64::max).max(1e-9) * 1.15;
+    let max = panel
+        .bars
+        .iter()
+        .filter_map(|b| b.1)
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.15;
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 15))
         .margin(12)
@@ -57,7 +66,10 @@ fn draw_panel(area: &DrawingArea<SVGBackend, plotters::coord::Shift>, panel: &Pa
         .map_err(plot_error)?;
     let bars = panel.bars.iter().enumerate().filter_map(|(i, (_, v))| {
         let v = (*v)?;
-        let corners = [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), v)];
+        let corners = [
+            (SegmentValue::Exact(i), 0.0),
+            (SegmentValue::Exact(i + 1), v),
+        ];
         let mut bar = Rectangle::new(corners, Palette99::pick(i).filled());
         bar.set_margin(0, 0, 8, 8);
         Some(bar)
@@ -65,7 +77,11 @@ fn draw_panel(area: &DrawingArea<SVGBackend, plotters::coord::Shift>, panel: &Pa
     chart.draw_series(bars).map_err(plot_error)?;
     let labels = panel.bars.iter().enumerate().filter_map(|(i, (_, v))| {
         let v = (*v)?;
-        Some(Text::new(short(v), (SegmentValue::CenterOf(i), v), ("sans-serif", 11)))
+        Some(Text::new(
+            short(v),
+            (SegmentValue::CenterOf(i), v),
+            ("sans-serif", 11),
+        ))
     });
     chart.draw_series(labels).map_err(plot_error)?;
     Ok(())
@@ -79,6 +95,7 @@ pub fn short(v: f64) -> String {
         v if v >= 1e3 => format!("{:.1}k", v / 1e3),
         v if v >= 10.0 => format!("{v:.0}"),
         v if v >= 0.1 => format!("{v:.2}"),
+        0.0 => "0".into(),
         v => format!("{v:.4}"),
     }
 }

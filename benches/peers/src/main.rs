@@ -99,12 +99,47 @@ fn workloads(duration: Duration) -> Vec<Workload> {
         duration,
     };
     vec![
-        w("1: 100 B, window 1024, publish then drain", 100, 1024, 0, 1, true),
-        w("1: 1 KiB, window 1024, publish then drain", 1024, 1024, 0, 1, true),
+        w(
+            "1: 100 B, window 1024, publish then drain",
+            100,
+            1024,
+            0,
+            1,
+            true,
+        ),
+        w(
+            "1: 1 KiB, window 1024, publish then drain",
+            1024,
+            1024,
+            0,
+            1,
+            true,
+        ),
         w("3: 100 B, window 1, live consumer", 100, 1, 0, 1, false),
-        w("2: 100 B, open loop 5k msgs/s", 100, 1 << 16, 5_000, 1, false),
-        w("2: 100 B, open loop 20k msgs/s", 100, 1 << 16, 20_000, 1, false),
-        w("4: 100 B, fan-out to 4, window 1024", 100, 1024, 0, 4, false),
+        w(
+            "2: 100 B, open loop 5k msgs/s",
+            100,
+            1 << 16,
+            5_000,
+            1,
+            false,
+        ),
+        w(
+            "2: 100 B, open loop 20k msgs/s",
+            100,
+            1 << 16,
+            20_000,
+            1,
+            false,
+        ),
+        w(
+            "4: 100 B, fan-out to 4, window 1024",
+            100,
+            1024,
+            0,
+            4,
+            false,
+        ),
     ]
 }
 
@@ -156,7 +191,11 @@ async fn run_system(args: &Args, system: &System, workloads: &[Workload]) -> Vec
         }
         key => {
             let uri = format!("amqp://guest:guest@{addr}/%2f");
-            let queue_type = if key.ends_with("quorum") { "quorum" } else { "classic" };
+            let queue_type = if key.ends_with("quorum") {
+                "quorum"
+            } else {
+                "classic"
+            };
             let d = Arc::new(driver::rabbitmq::RabbitMq { uri, queue_type });
             cells(d, &server, args, system, workloads).await
         }
@@ -198,7 +237,11 @@ async fn cells<D: Driver>(
             ),
             Err(e) => eprintln!("    failed: {e}"),
         }
-        rows.push(Row { workload: w.label.clone(), system: system.clone(), outcome });
+        rows.push(Row {
+            workload: w.label.clone(),
+            system: system.clone(),
+            outcome,
+        });
     }
     rows
 }
@@ -241,12 +284,21 @@ fn panels(rows: &[Row]) -> Vec<chart::Panel> {
     };
     let p99 = |h: &hdrhistogram::Histogram<u64>| h.value_at_quantile(0.99) as f64 / 1e6;
     vec![
-        pick("1: 100 B", "publish, 100 B, window 1024", "msgs/s", &|c| c.publish_rate()),
-        pick("1: 100 B", "drain, 100 B, window 1024", "msgs/s", &|c| c.deliver_rate()),
-        pick("2: 100 B, open loop 20k", "p99 publish→deliver at 20k msgs/s", "ms", &|c| {
-            p99(&c.measured.deliver)
+        pick("1: 100 B", "publish, 100 B, window 1024", "msgs/s", &|c| {
+            c.publish_rate()
         }),
-        pick("1: 100 B", "server CPU per M msgs (100 B)", "CPU s", &|c| c.cpu_per_million()),
+        pick("1: 100 B", "drain, 100 B, window 1024", "msgs/s", &|c| {
+            c.deliver_rate()
+        }),
+        pick(
+            "2: 100 B, open loop 20k",
+            "p99 publish→deliver at 20k msgs/s",
+            "ms",
+            &|c| p99(&c.measured.deliver),
+        ),
+        pick("1: 100 B", "server CPU per M msgs (100 B)", "CPU s", &|c| {
+            c.cpu_per_million()
+        }),
     ]
 }
 
@@ -288,7 +340,10 @@ fn machine() -> String {
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |kb| kb >> 20);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cores} vCPU {model}, {mem_gib} GiB RAM, Linux {}", kernel.trim())
+    format!(
+        "{cores} vCPU {model}, {mem_gib} GiB RAM, Linux {}",
+        kernel.trim()
+    )
 }
 
 /// Server versions.
@@ -304,7 +359,11 @@ fn versions() -> String {
         .ok()
         .and_then(|mut d| d.next())
         .and_then(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().replace("rabbitmq_server-", "RabbitMQ "))
+        .map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .replace("rabbitmq_server-", "RabbitMQ ")
+        })
         .unwrap_or_default();
     format!(
         "Sluice {}, {}, {}",

@@ -67,7 +67,11 @@ pub fn markdown(header: &str, rows: &[Row]) -> String {
          | --- | --- | --- | ---: | ---: | --- | --- | ---: | ---: |\n",
     );
     for row in rows {
-        let _ = write!(out, "| {} | {} | {} |", row.workload, row.system.label, row.system.durability);
+        let _ = write!(
+            out,
+            "| {} | {} | {} |",
+            row.workload, row.system.label, row.system.durability
+        );
         match &row.outcome {
             Ok(cell) => {
                 let m = &cell.measured;

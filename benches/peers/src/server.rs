@@ -38,7 +38,10 @@ impl Server {
     /// Peak resident set size in bytes since the last [`Server::reset_peak_rss`], summed over
     /// the broker's process tree.
     pub fn peak_rss(&self) -> u64 {
-        tree(self.pid()).iter().map(|&p| status_kb(p, "VmHWM:") * 1024).sum()
+        tree(self.pid())
+            .iter()
+            .map(|&p| status_kb(p, "VmHWM:") * 1024)
+            .sum()
     }
 
     /// Restarts peak-RSS accounting (`/proc/<pid>/clear_refs` ← 5), so each cell has its own.
@@ -55,8 +58,7 @@ impl Server {
                 // SAFETY: kill(2) on the pid of a child we own and have not reaped yet.
                 unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
                 let deadline = std::time::Instant::now() + Duration::from_secs(10);
-                while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline
-                {
+                while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 let _ = child.kill();
@@ -107,7 +109,9 @@ pub async fn nats() -> anyhow::Result<Server> {
 /// Starts RabbitMQ with its own epmd: AMQP, epmd and Erlang distribution on 127.0.0.1, a
 /// unique node name, no plugins, database and logs under the temporary directory.
 pub async fn rabbitmq() -> anyhow::Result<Server> {
-    let dir = tempfile::Builder::new().prefix("peers-rabbitmq-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("peers-rabbitmq-")
+        .tempdir()?;
     let (port, epmd_port, dist_port) = (free_port()?, free_port()?, free_port()?);
     let mut epmd = Command::new("epmd");
     epmd.args(["-address", "127.0.0.1", "-port", &epmd_port.to_string()]);
@@ -116,7 +120,10 @@ pub async fn rabbitmq() -> anyhow::Result<Server> {
     std::fs::write(dir.path().join("rabbitmq.conf"), "")?;
     let mut cmd = Command::new(rabbitmq_script()?);
     cmd.env("HOME", dir.path())
-        .env("RABBITMQ_NODENAME", format!("sluicepeers{}@localhost", std::process::id()))
+        .env(
+            "RABBITMQ_NODENAME",
+            format!("sluicepeers{}@localhost", std::process::id()),
+        )
         .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
         .env("RABBITMQ_NODE_PORT", port.to_string())
         .env("RABBITMQ_DIST_PORT", dist_port.to_string())
@@ -128,9 +135,15 @@ pub async fn rabbitmq() -> anyhow::Result<Server> {
         )
         .env("RABBITMQ_MNESIA_BASE", dir.path().join("mnesia"))
         .env("RABBITMQ_LOG_BASE", dir.path().join("log"))
-        .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.path().join("enabled_plugins"))
+        .env(
+            "RABBITMQ_ENABLED_PLUGINS_FILE",
+            dir.path().join("enabled_plugins"),
+        )
         .env("RABBITMQ_CONFIG_FILE", dir.path().join("rabbitmq.conf"))
-        .env("RABBITMQ_ADVANCED_CONFIG_FILE", dir.path().join("advanced.config"));
+        .env(
+            "RABBITMQ_ADVANCED_CONFIG_FILE",
+            dir.path().join("advanced.config"),
+        );
     let child = spawn(&mut cmd, dir.path(), "rabbitmq")?;
     ready("rabbitmq".into(), port, vec![child, epmd], dir, 120).await
 }
@@ -144,7 +157,10 @@ fn rabbitmq_script() -> anyhow::Result<PathBuf> {
             return Ok(script);
         }
     }
-    bail!("no rabbitmq_server-*/sbin/rabbitmq-server under {}", lib.display())
+    bail!(
+        "no rabbitmq_server-*/sbin/rabbitmq-server under {}",
+        lib.display()
+    )
 }
 
 /// Spawns with stdout and stderr in `<dir>/<name>.log`.
@@ -167,7 +183,12 @@ async fn ready(
     timeout_secs: u64,
 ) -> anyhow::Result<Server> {
     let addr = format!("127.0.0.1:{port}");
-    let mut server = Server { name, addr, children, dir };
+    let mut server = Server {
+        name,
+        addr,
+        children,
+        dir,
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs);
     loop {
         if tokio::net::TcpStream::connect(&server.addr).await.is_ok() {
@@ -179,7 +200,10 @@ async fn ready(
         }
         if tokio::time::Instant::now() >= deadline {
             let logs = keep(&mut server);
-            bail!("{} did not listen within {timeout_secs} s; logs in {logs}", server.name);
+            bail!(
+                "{} did not listen within {timeout_secs} s; logs in {logs}",
+                server.name
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -203,7 +227,10 @@ fn tree(pid: u32) -> Vec<u32> {
         let parent = all[i];
         let children = format!("/proc/{parent}/task/{parent}/children");
         if let Ok(text) = std::fs::read_to_string(children) {
-            all.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            all.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
         }
         i += 1;
     }

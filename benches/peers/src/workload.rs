@@ -221,7 +221,10 @@ async fn wait_idle(delivered: &AtomicU64, expected: u64) {
         if now != last.0 {
             last = (now, Instant::now());
         } else if last.1.elapsed() >= IDLE {
-            eprintln!("  consumers idle for {IDLE:?}, {} of {expected} delivered", now);
+            eprintln!(
+                "  consumers idle for {IDLE:?}, {} of {expected} delivered",
+                now
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -32,7 +32,8 @@ pub trait Driver: Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// A publisher on its own connection.
-    fn publisher(&self, name: &str) -> impl Future<Output = anyhow::Result<Self::Publisher>> + Send;
+    fn publisher(&self, name: &str)
+        -> impl Future<Output = anyhow::Result<Self::Publisher>> + Send;
 
     /// A subscriber on its own connection to subscription `index` of `name`, with at most
     /// `prefetch` unacked deliveries.

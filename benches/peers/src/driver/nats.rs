@@ -111,7 +111,10 @@ impl Subscriber for NatsSubscriber {
             return Ok(None);
         };
         let message = message?;
-        message.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        message
+            .ack()
+            .await
+            .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         Ok(Some(message.payload.clone()))
     }
 }

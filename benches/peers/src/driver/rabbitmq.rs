@@ -61,7 +61,13 @@ impl Driver for RabbitMq {
             let queue = queue_name(name, i);
             channel.queue_declare(&queue, durable, args.clone()).await?;
             channel
-                .queue_bind(&queue, name, "", QueueBindOptions::default(), FieldTable::default())
+                .queue_bind(
+                    &queue,
+                    name,
+                    "",
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
                 .await?;
         }
         Ok(())
