@@ -213,6 +213,23 @@ fn need(rec: &Bytes, n: usize, what: &'static str) -> Result<(), MessageError> {
     }
 }
 
+/// The payload of a message record, found without decoding (or allocating for) the rest.
+pub fn payload_of(record: &[u8]) -> Option<&[u8]> {
+    let flags = *record.first()?;
+    let count = u16::from_le_bytes(record.get(2..4)?.try_into().ok()?);
+    let mut at = 4;
+    at += if flags & FLAG_ID != 0 { 16 } else { 0 };
+    at += if flags & FLAG_TTL != 0 { 4 } else { 0 };
+    if flags & FLAG_KEY != 0 {
+        at += 2 + u16::from_le_bytes(record.get(at..at + 2)?.try_into().ok()?) as usize;
+    }
+    for _ in 0..count {
+        at += 2 + u16::from_le_bytes(record.get(at..at + 2)?.try_into().ok()?) as usize;
+        at += 4 + u32::from_le_bytes(record.get(at..at + 4)?.try_into().ok()?) as usize;
+    }
+    record.get(at..)
+}
+
 /// The publisher-made id of a message record, read without decoding the rest of it.
 pub fn peek_id(record: &[u8]) -> Option<[u8; 16]> {
     let flags = *record.first()?;
@@ -294,6 +311,16 @@ mod tests {
         };
         let expected: &[u8] = &[1, 0, 1, 0, 1, 0, b'k', 1, 0, b'h', 1, 0, 0, 0, b'v', b'p'];
         assert_eq!(&encode(&m)[..], expected);
+    }
+
+    #[test]
+    fn the_payload_is_found_without_decoding() {
+        assert_eq!(payload_of(&encode(&full())), Some(&b"{}"[..]));
+        assert_eq!(payload_of(&encode(&NewMessage::new("x"))), Some(&b"x"[..]));
+        let bytes = encode(&full());
+        for cut in 0..bytes.len() - 2 {
+            assert_eq!(payload_of(&bytes[..cut]), None, "cut {cut}");
+        }
     }
 
     #[test]

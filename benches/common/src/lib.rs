@@ -59,8 +59,29 @@ pub fn stamped(size: usize, stamp: u64) -> Bytes {
     stamped_batch(1, size, stamp)
 }
 
-/// The send time a payload carries, or `None` if it is shorter than a stamp.
+/// Bytes a JSON payload needs at least: `{"t":"<20 digits>","p":""}`.
+pub const JSON_STAMP_BYTES: usize = 35;
+
+/// `n` JSON payloads of `size` bytes (at least [`JSON_STAMP_BYTES`]) in one buffer, for
+/// channels whose contract wants JSON: `{"t":"<stamp, 20 decimal digits>","p":"zz…"}`.
+pub fn stamped_json_batch(n: usize, size: usize, stamp: u64) -> Bytes {
+    debug_assert!(size >= JSON_STAMP_BYTES);
+    let mut buf = BytesMut::with_capacity(n * size);
+    let head = format!("{{\"t\":\"{stamp:020}\",\"p\":\"");
+    for _ in 0..n {
+        buf.put_slice(head.as_bytes());
+        buf.put_bytes(b'z', size - JSON_STAMP_BYTES);
+        buf.put_slice(b"\"}");
+    }
+    buf.freeze()
+}
+
+/// The send time a payload carries (binary or JSON layout), or `None` if it has none.
 pub fn stamp_of(payload: &[u8]) -> Option<u64> {
+    if payload.starts_with(b"{\"t\":\"") {
+        let digits = std::str::from_utf8(payload.get(6..26)?).ok()?;
+        return digits.parse().ok();
+    }
     let bytes: [u8; STAMP_BYTES] = payload.get(..STAMP_BYTES)?.try_into().ok()?;
     Some(u64::from_le_bytes(bytes))
 }
@@ -99,6 +120,15 @@ pub fn thousands(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_payloads_are_json_and_carry_their_stamp() {
+        let buf = stamped_json_batch(2, 40, 123_456);
+        let one = payload_at(&buf, 1, 40);
+        let value: serde_json::Value = serde_json::from_slice(&one).unwrap();
+        assert_eq!(value["t"], "00000000000000123456");
+        assert_eq!(stamp_of(&one), Some(123_456));
+    }
 
     #[test]
     fn thousands_are_separated_by_commas() {

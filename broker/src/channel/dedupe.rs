@@ -23,7 +23,7 @@ pub struct IdWindow {
     /// How long an id stays a duplicate, in ms; 0 turns the window off.
     window_ms: i64,
     /// Each live id's first offset and the time it was stored.
-    ids: HashMap<[u8; 16], (u64, i64)>,
+    ids: HashMap<[u8; 16], (u64, i64), foldhash::fast::RandomState>,
     /// Ids in insertion order with their stored time, so expiry never scans the map.
     order: VecDeque<(i64, [u8; 16])>,
 }
@@ -33,7 +33,7 @@ impl IdWindow {
     pub fn new(window: Duration) -> Self {
         Self {
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             order: VecDeque::new(),
         }
     }

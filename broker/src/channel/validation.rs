@@ -48,6 +48,21 @@ impl Contract {
     /// `content-type` when `content_types` is set), `content-type: text/plain not in
     /// [application/json]`, `payload-format: not json: <serde_json error>`,
     /// `payload-format: not utf8`, `payload-format: not msgpack`.
+    /// Whether checking needs the headers; when not, [`Contract::check_payload`] suffices and
+    /// the message need not be decoded.
+    pub fn needs_headers(&self) -> bool {
+        !self.required_headers.is_empty() || !self.content_types.is_empty()
+    }
+
+    /// Checks the payload rules alone (size and format).
+    pub fn check_payload(&self, payload: &[u8]) -> Result<(), String> {
+        self.check_size(payload.len() as u64)?;
+        match self.payload_format {
+            None | Some(PayloadFormat::Bytes) => Ok(()),
+            Some(format) => check_format(format, payload),
+        }
+    }
+
     pub fn check(&self, message: &MessageView) -> Result<(), String> {
         self.check_size(message.payload.len() as u64)?;
         self.check_required_headers(message)?;

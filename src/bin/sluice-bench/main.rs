@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use sluice_client::types::{ChannelKind, ChannelSettings};
+use sluice_client::types::{ChannelKind, ChannelSettings, PayloadFormat};
 use sluice_client::{Client, ErrorCode};
 use stop::Stop;
 use tokio::time::Instant;
@@ -74,6 +74,12 @@ pub struct Args {
     /// Keep the created channel afterwards.
     #[arg(long)]
     pub keep: bool,
+    /// Give every message a random id, so the broker's message-id deduplication does its work.
+    #[arg(long)]
+    pub ids: bool,
+    /// Send JSON payloads to a channel whose contract requires JSON (payload_format = json).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[tokio::main]
@@ -91,6 +97,11 @@ async fn main() -> std::process::ExitCode {
 async fn run(mut args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.size >= 8, "--size must be at least 8 bytes");
     anyhow::ensure!(
+        !args.json || args.size >= sluice_bench_common::JSON_STAMP_BYTES,
+        "--json needs --size of at least {} bytes",
+        sluice_bench_common::JSON_STAMP_BYTES
+    );
+    anyhow::ensure!(
         args.producers > 0 && args.batch > 0,
         "need producers and a batch size"
     );
@@ -101,6 +112,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     if created {
         let settings = ChannelSettings {
             partitions: Some(args.partitions),
+            payload_format: args.json.then_some(PayloadFormat::Json),
             ..ChannelSettings::default()
         };
         match admin

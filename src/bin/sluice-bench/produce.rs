@@ -125,9 +125,17 @@ impl Task {
     /// `n` payloads carved out of one buffer, each starting with its scheduled send time.
     fn batch(&self, n: usize, due: Instant) -> Vec<NewMessage> {
         let size = self.args.size;
-        let buf = stamped_batch(n, size, ns_between(self.start, due));
+        let stamp = ns_between(self.start, due);
+        let buf = if self.args.json {
+            sluice_bench_common::stamped_json_batch(n, size, stamp)
+        } else {
+            stamped_batch(n, size, stamp)
+        };
         (0..n)
-            .map(|i| NewMessage::new(payload_at(&buf, i, size)))
+            .map(|i| NewMessage {
+                id: self.args.ids.then(rand::random::<[u8; 16]>),
+                ..NewMessage::new(payload_at(&buf, i, size))
+            })
             .collect()
     }
 }
