@@ -15,35 +15,35 @@ use std::time::Duration;
 
 use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
 use sluice_protocol::types::{ChannelKind, PartitionInfo, SubscriptionInfo};
-use sluice_protocol::{RecordBatch, Response};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::command::Command;
 use super::consumer::ConsumerHandle;
-use super::cursor::{ConsumerKey, Grant};
-use super::dead_letter::{DeathReason, MoveSink};
+use super::cursor::ConsumerKey;
+use super::dead_letter::MoveSink;
 use super::dedupe::{IdWindow, ProducerState};
-use super::delivery::{self, TailCache};
+use super::delivery::TailCache;
 use super::error::ChannelError;
 use super::expiry::Expiry;
-use super::outbox::Outgoing;
 use super::snapshot::StateSnapshot;
 use super::subscription::{Lifetime, Subscription};
-use crate::log::{Log, LogConfig, LogError};
+use crate::log::{Log, LogConfig};
 
+mod changes;
+mod dispatch;
 mod metrics;
 mod moves;
 mod publish;
 mod purge;
 mod replay;
 mod requests;
+mod sweep;
 mod writes;
 
 use self::metrics::{PartitionMetrics, ReturnReason};
 pub use publish::Routed;
 pub use requests::{PartitionRequest, PartitionSnapshot};
-use writes::{AfterWrite, Done, PendingWrites};
+use writes::{Done, PendingWrites};
 
 /// Requests a partition queue holds before senders wait.
 const QUEUE_DEPTH: usize = 4096;
@@ -311,315 +311,6 @@ impl Partition {
         self.sweep_expired();
     }
 
-    /// Drops expired messages at the heads of subscriptions, delivered or not (the eager half
-    /// of expiry; dispatch skipping expired messages is the lazy half). Channels that
-    /// dead-letter expired messages do that when dispatch reaches them.
-    fn sweep_expired(&mut self) {
-        if !self.expiry.is_active() || self.config.dead_letters.on_expiry {
-            return;
-        }
-        let now = now_ms();
-        let mut swept = Vec::new();
-        for (name, sub) in &mut self.subs {
-            let floor = sub.cursor.ack_floor();
-            let end = self.committed.min(floor + SWEEP_SPAN);
-            let offsets: Vec<u64> = self
-                .expiry
-                .expired_in(floor, end, now)
-                .into_iter()
-                .filter(|&o| !sub.cursor.is_acked(o) && !sub.cursor.is_held(o))
-                .collect();
-            if !offsets.is_empty() {
-                swept.push((name.clone(), offsets));
-            }
-        }
-        for (name, offsets) in swept {
-            self.drop_expired(name, offsets);
-        }
-    }
-
-    /// Settles expired offsets: dead-letters them where the channel says so, drops them
-    /// otherwise.
-    async fn settle_expired(&mut self, subscription: String, offsets: Vec<u64>) {
-        if self.config.dead_letters.on_expiry {
-            self.metrics.expired(&subscription, offsets.len());
-            let kind = moves::MoveKind::Dead {
-                reason: DeathReason::Expired,
-                error: None,
-            };
-            self.start_move(subscription, offsets, kind, Done::Nothing)
-                .await;
-        } else {
-            self.drop_expired(subscription, offsets);
-        }
-    }
-
-    /// Drops expired offsets: done at once in memory (expiry is decided again the same way
-    /// after a restart, so applying before the log commits loses nothing), and logged.
-    fn drop_expired(&mut self, subscription: String, offsets: Vec<u64>) {
-        self.metrics.expired(&subscription, offsets.len());
-        if let Some(sub) = self.subs.get_mut(&subscription) {
-            for &o in &offsets {
-                sub.cursor.apply_ack(o, o + 1);
-            }
-        }
-        tracing::debug!(channel = %self.config.channel, count = offsets.len(), "expired");
-        let command = Command::Settle {
-            subscription,
-            offsets,
-            outcome: "expired".into(),
-        };
-        self.change(command, Done::Nothing);
-    }
-
-    /// Applies a committed command to the in-memory state.
-    fn apply(&mut self, command: Command, now: Instant) {
-        match command {
-            Command::CreateSubscription {
-                name,
-                start,
-                lease_ms,
-            } => {
-                let lease = Duration::from_millis(lease_ms);
-                let sub = Subscription::new(Lifetime::Durable, lease, start);
-                self.subs.entry(name).or_insert(sub);
-            }
-            Command::DeleteSubscription { name } => {
-                self.subs.remove(&name);
-                self.consumers.retain(|_, c| c.subscription != name);
-            }
-            Command::Ack {
-                subscription,
-                ranges,
-            } => {
-                if let Some(sub) = self.subs.get_mut(&subscription) {
-                    for (from, to) in ranges {
-                        sub.cursor.apply_ack(from, to);
-                    }
-                }
-            }
-            Command::Settle {
-                subscription,
-                offsets,
-                outcome: _,
-            } => {
-                if let Some(sub) = self.subs.get_mut(&subscription) {
-                    for offset in offsets {
-                        sub.cursor.apply_ack(offset, offset + 1);
-                    }
-                }
-            }
-            Command::Return {
-                subscription,
-                offsets,
-                delay_ms,
-            } => {
-                if let Some(sub) = self.subs.get_mut(&subscription) {
-                    let ready_at = now + Duration::from_millis(delay_ms);
-                    sub.cursor.apply_return(&offsets, ready_at, now);
-                }
-            }
-            Command::Purge { subscription, to } => {
-                for (name, sub) in &mut self.subs {
-                    if subscription.as_ref().is_none_or(|s| s == name) {
-                        sub.cursor.apply_skip_to(to);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Gives offsets back: through the log for durable subscriptions, at once otherwise.
-    fn return_offsets(&mut self, sub: String, offsets: Vec<u64>, delay: Duration, done: Done) {
-        if offsets.is_empty() {
-            return done.ok(Response::Ok);
-        }
-        let command = Command::Return {
-            subscription: sub,
-            offsets,
-            delay_ms: delay.as_millis() as u64,
-        };
-        self.change(command, done);
-    }
-
-    /// Makes a cursor change: logged and applied when durable, or applied now if not logged.
-    fn change(&mut self, command: Command, done: Done) {
-        let logged = command
-            .subscription()
-            .is_none_or(|name| self.subs.get(name).is_none_or(Subscription::is_logged));
-        if !logged {
-            self.apply(command, Instant::now());
-            return done.ok(Response::Ok);
-        }
-        if let Some(reason) = &self.failed {
-            return done.err(ChannelError::InvalidArgument(format!(
-                "partition failed: {reason}"
-            )));
-        }
-        match self.log.append(command.to_batch(), TERM, now_ms()) {
-            Ok((_, durable)) => writes::push(
-                &mut self.writes,
-                durable,
-                AfterWrite::Apply { command, done },
-            ),
-            Err(e) => self.fail(e, done),
-        }
-    }
-
-    fn fail(&mut self, e: LogError, done: Done) {
-        tracing::error!(channel = %self.config.channel, partition = self.config.id, "log write failed: {e}");
-        self.failed = Some(e.to_string());
-        done.err(ChannelError::Log(e));
-    }
-
-    fn on_durable(&mut self, result: Result<(), LogError>, after: AfterWrite) {
-        if let Err(e) = result {
-            return self.fail(e, after.into_done());
-        }
-        match after {
-            AfterWrite::Published {
-                batch,
-                pending,
-                reply,
-            } => {
-                self.committed = self.committed.max(batch.next_offset());
-                self.expiry.observe(&batch);
-                self.metrics.published(&batch);
-                let ack = pending.into_ack(self.config.id, batch.base_offset());
-                self.cache.push(batch);
-                reply.send(Ok(Response::Published(ack)));
-            }
-            AfterWrite::Apply { command, done } => {
-                self.apply(command, Instant::now());
-                done.ok(Response::Ok);
-            }
-        }
-    }
-
-    /// Hands out deliveries to every subscription's consumers while credit and messages last.
-    async fn dispatch(&mut self) {
-        let now = Instant::now();
-        let names: Vec<String> = self
-            .subs
-            .iter()
-            .filter(|(_, s)| {
-                !s.consumers.is_empty() && s.cursor.deliverable(self.committed, now) > 0
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in names {
-            while let Some(out) = self.grant_round(&name, now) {
-                for (handle, grants) in out {
-                    self.metrics.delivered(&name, &grants);
-                    self.send_grants(&handle, &grants).await;
-                }
-            }
-            if !self.expired.is_empty() {
-                let offsets = std::mem::take(&mut self.expired);
-                self.settle_expired(name.clone(), offsets).await;
-            }
-            if !self.doomed.is_empty() {
-                let offsets = std::mem::take(&mut self.doomed);
-                let kind = moves::MoveKind::Dead {
-                    reason: DeathReason::MaxDeliveries,
-                    error: None,
-                };
-                self.start_move(name, offsets, kind, Done::Nothing).await;
-            }
-        }
-    }
-
-    /// One round robin pass over a subscription's consumers; `None` when nobody got anything.
-    fn grant_round(
-        &mut self,
-        name: &str,
-        now: Instant,
-    ) -> Option<Vec<(ConsumerHandle, Vec<Grant>)>> {
-        let sub = self.subs.get_mut(name)?;
-        let n = sub.consumers.len();
-        let mut out = Vec::new();
-        for i in 0..n {
-            let available = sub.cursor.deliverable(self.committed, now);
-            if available == 0 {
-                break;
-            }
-            let key = sub.consumers[(sub.turn + i) % n];
-            let Some(attached) = self.consumers.get(&key) else {
-                continue;
-            };
-            let handle = &attached.handle;
-            let got = handle.credit.reserve(available.min(TURN));
-            if got == 0 {
-                continue;
-            }
-            let deadline = now + handle.lease.unwrap_or(sub.lease);
-            let mut grants = sub.cursor.grant(key, got, self.committed, now, deadline);
-            let max = self.config.dead_letters.max_deliveries;
-            for g in grants.iter().filter(|g| g.count > max) {
-                let offsets: Vec<u64> = (g.start..g.end).collect();
-                self.doomed.extend(sub.cursor.take_held(key, &offsets));
-            }
-            grants.retain(|g| g.count <= max);
-            if self.expiry.is_active() {
-                let now_ms = now_ms();
-                let expired: Vec<u64> = grants
-                    .iter()
-                    .flat_map(|g| self.expiry.expired_in(g.start, g.end, now_ms))
-                    .collect();
-                if !expired.is_empty() {
-                    self.expired.extend(sub.cursor.take_held(key, &expired));
-                    grants = without(grants, &expired);
-                }
-            }
-            let used: u64 = grants.iter().map(|g| g.end - g.start).sum();
-            handle.credit.refund(got - used);
-            if used > 0 {
-                out.push((handle.clone(), grants));
-            }
-        }
-        sub.turn = sub.turn.wrapping_add(1);
-        (!out.is_empty()).then_some(out)
-    }
-
-    async fn send_grants(&mut self, handle: &ConsumerHandle, grants: &[Grant]) {
-        for grant in grants {
-            let mut offset = grant.start;
-            while offset < grant.end {
-                let Some(batch) = self.batch_at(offset).await else {
-                    tracing::warn!(offset, "granted offset is no longer stored");
-                    break;
-                };
-                let d = delivery::slice(
-                    &batch,
-                    offset,
-                    grant.end,
-                    handle.client_id,
-                    self.config.id,
-                    grant.count,
-                );
-                offset = d.first_offset + u64::from(d.record_count);
-                let _ = handle.outbox.send(Outgoing::Delivery(d));
-            }
-        }
-    }
-
-    /// The committed message batch holding `offset`, from the cache or the log.
-    async fn batch_at(&mut self, offset: u64) -> Option<RecordBatch> {
-        if let Some(batch) = self.cache.find(offset) {
-            return Some(batch.clone());
-        }
-        let batches = match self.log.read(offset, READ_CHUNK).await {
-            Ok(batches) => batches,
-            Err(e) => {
-                tracing::error!(offset, "reading the log for delivery: {e}");
-                return None;
-            }
-        };
-        batches
-            .into_iter()
-            .find(|b| !b.is_control() && b.base_offset() <= offset && offset < b.next_offset())
-    }
-
     /// Sets the gauges after a burst; measures the oldest-unacked ages when they are due.
     async fn refresh_metrics(&mut self) {
         let stats = self.log.stats();
@@ -665,31 +356,4 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// `grants` without the offsets in `removed`, split around them.
-fn without(grants: Vec<Grant>, removed: &[u64]) -> Vec<Grant> {
-    let removed: std::collections::BTreeSet<u64> = removed.iter().copied().collect();
-    let mut out = Vec::with_capacity(grants.len());
-    for g in grants {
-        let mut start = g.start;
-        for &o in removed.range(g.start..g.end) {
-            if o > start {
-                out.push(Grant {
-                    start,
-                    end: o,
-                    count: g.count,
-                });
-            }
-            start = o + 1;
-        }
-        if start < g.end {
-            out.push(Grant {
-                start,
-                end: g.end,
-                count: g.count,
-            });
-        }
-    }
-    out
 }

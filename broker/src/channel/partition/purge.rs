@@ -50,24 +50,38 @@ impl Partition {
     /// Moves the cursor of `subscription` (or every cursor) past `to`, through the log; waits
     /// until it is applied.
     async fn skip_to(&mut self, subscription: Option<String>, to: u64) -> Result<(), ChannelError> {
-        let dropped = self
+        let backlogs: Vec<(String, u64)> = self
             .subs
             .iter()
             .filter(|(name, _)| subscription.as_ref().is_none_or(|s| s == *name))
-            .map(|(_, sub)| sub.cursor.backlog(to))
-            .max()
-            .unwrap_or(0);
+            .map(|(name, sub)| (name.clone(), sub.cursor.backlog(to)))
+            .collect();
+        let dropped = backlogs.iter().map(|(_, n)| *n).max().unwrap_or(0);
         let (tx, rx) = oneshot::channel();
         self.change(Command::Purge { subscription, to }, Done::Call(tx));
         self.drain_writes().await;
         match rx.await {
             Ok(Ok(())) => {
                 self.purged += dropped;
+                self.count_purged(&backlogs);
                 tracing::info!(channel = %self.config.channel, partition = self.config.id, to, dropped, "purged");
                 Ok(())
             }
             Ok(Err(e)) => Err(e),
             Err(_) => Err(ChannelError::ShuttingDown),
+        }
+    }
+
+    /// Counts the messages each subscription lost to a purge or to retention.
+    fn count_purged(&self, backlogs: &[(String, u64)]) {
+        let (channel, partition) = (self.config.channel.to_string(), self.config.id.to_string());
+        for (name, n) in backlogs.iter().filter(|(_, n)| *n > 0) {
+            let labels = [
+                ("channel", channel.clone()),
+                ("partition", partition.clone()),
+                ("subscription", name.clone()),
+            ];
+            metrics::counter!("sluice_messages_purged_total", &labels).increment(*n);
         }
     }
 
