@@ -256,7 +256,7 @@ impl Partition {
                 }
                 () = sleep_until(wakeup), if wakeup.is_some() => self.on_timer(),
             }
-            if self.log.stats().segments > 1 && self.next_check <= Instant::now() {
+            if self.log.segment_count() > 1 && self.next_check <= Instant::now() {
                 self.check_retention().await;
             }
             self.dispatch().await;
@@ -290,7 +290,7 @@ impl Partition {
             .filter_map(|s| s.cursor.next_wakeup())
             .chain(self.metrics.ages_due())
             .chain(expiry)
-            .chain((self.log.stats().segments > 1).then_some(self.next_check))
+            .chain((self.log.segment_count() > 1).then_some(self.next_check))
             .min()
     }
 

@@ -276,6 +276,11 @@ impl Log {
         }
     }
 
+    /// Number of segments (cheaper than [`stats`](Self::stats)).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
     /// The segments, oldest first; the last one is active.
     pub fn segments(&self) -> Vec<SegmentInfo> {
         self.segments
