@@ -1,6 +1,8 @@
 //! Cutting the log at either end: `truncate_after` drops the newest entries (a Raft conflict),
 //! `purge_before` raises the low-water mark and deletes whole segments below it (retention or
-//! a Raft snapshot). Both wait for the writer to drain first, so no append is in flight.
+//! a Raft snapshot), and `purge_segments_before` does the same but also drops control batches
+//! sitting exactly at the mark (for callers that snapshotted their effect). Truncation waits for
+//! the writer to drain first, so no append is in flight.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -92,9 +92,12 @@ impl Partition {
         let Some(active) = segments.last() else {
             return;
         };
-        let retention = self
-            .retention_mark(&segments, now_ms())
-            .min(active.base_offset);
+        let (max_age, max_bytes) = (
+            self.config.retention_max_age,
+            self.config.retention_max_bytes,
+        );
+        let retention =
+            retention_mark(&segments, max_age, max_bytes, now_ms()).min(active.base_offset);
         if retention > self.lowest_floor() {
             if let Err(e) = self.skip_to(None, retention).await {
                 tracing::error!(channel = %self.config.channel, partition = self.config.id, "retention: {e}");
@@ -142,32 +145,96 @@ impl Partition {
             .unwrap_or(self.committed)
             .min(self.committed)
     }
+}
 
-    /// The first offset retention keeps: segments go, oldest first, while newer ones are past
-    /// `max_age` or the log is over `max_bytes`. Never inside a segment.
-    fn retention_mark(&self, segments: &[SegmentInfo], now_ms: i64) -> u64 {
-        let mut mark = 0;
-        if let Some(max_age) = self.config.retention_max_age {
-            let cutoff = now_ms.saturating_sub(max_age.as_millis() as i64);
-            // A segment is old when the next one began before the cutoff (timestamps never
-            // decrease along the log).
-            for w in segments.windows(2) {
-                if w[1].first_timestamp.is_none_or(|t| t > cutoff) {
-                    break;
-                }
-                mark = w[1].base_offset;
+/// The first offset retention keeps: segments go, oldest first, while newer ones are past
+/// `max_age` or the log is over `max_bytes`. Always a segment's base offset (or 0): retention
+/// deletes whole segments.
+fn retention_mark(
+    segments: &[SegmentInfo],
+    max_age: Option<Duration>,
+    max_bytes: Option<u64>,
+    now_ms: i64,
+) -> u64 {
+    let mut mark = 0;
+    if let Some(max_age) = max_age {
+        let cutoff = now_ms.saturating_sub(max_age.as_millis() as i64);
+        // A segment is old when the next one began before the cutoff (timestamps never
+        // decrease along the log).
+        for w in segments.windows(2) {
+            if w[1].first_timestamp.is_none_or(|t| t > cutoff) {
+                break;
             }
+            mark = w[1].base_offset;
         }
-        if let Some(max_bytes) = self.config.retention_max_bytes {
-            let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
-            for w in segments.windows(2) {
-                if total <= max_bytes {
-                    break;
-                }
-                total -= w[0].bytes;
-                mark = mark.max(w[1].base_offset);
+    }
+    if let Some(max_bytes) = max_bytes {
+        let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
+        for w in segments.windows(2) {
+            if total <= max_bytes {
+                break;
             }
+            total -= w[0].bytes;
+            mark = mark.max(w[1].base_offset);
         }
-        mark
+    }
+    mark
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(base_offset: u64, bytes: u64, first_timestamp: Option<i64>) -> SegmentInfo {
+        SegmentInfo {
+            base_offset,
+            end_offset: base_offset + 10,
+            bytes,
+            first_timestamp,
+        }
+    }
+
+    fn log() -> Vec<SegmentInfo> {
+        vec![
+            segment(0, 100, Some(1_000)),
+            segment(10, 100, Some(2_000)),
+            segment(20, 100, Some(3_000)),
+            segment(30, 50, Some(4_000)),
+        ]
+    }
+
+    #[test]
+    fn without_settings_retention_keeps_everything() {
+        assert_eq!(retention_mark(&log(), None, None, 1 << 40), 0);
+    }
+
+    #[test]
+    fn max_bytes_drops_the_oldest_whole_segments_until_the_rest_fits() {
+        assert_eq!(retention_mark(&log(), None, Some(350), 0), 0);
+        assert_eq!(retention_mark(&log(), None, Some(349), 0), 10);
+        assert_eq!(retention_mark(&log(), None, Some(150), 0), 20);
+        assert_eq!(
+            retention_mark(&log(), None, Some(1), 0),
+            30,
+            "never the active one"
+        );
+    }
+
+    #[test]
+    fn max_age_drops_segments_whose_successor_began_before_the_cutoff() {
+        let age = Some(Duration::from_millis(1_000));
+        assert_eq!(retention_mark(&log(), age, None, 2_999), 0);
+        assert_eq!(retention_mark(&log(), age, None, 3_000), 10);
+        assert_eq!(retention_mark(&log(), age, None, 4_000), 20);
+        assert_eq!(retention_mark(&log(), age, None, 1 << 40), 30);
+        let empty_active = [segment(0, 100, Some(1_000)), segment(10, 0, None)];
+        assert_eq!(retention_mark(&empty_active, age, None, 1 << 40), 0);
+    }
+
+    #[test]
+    fn the_stricter_setting_wins() {
+        let age = Some(Duration::from_millis(1_000));
+        assert_eq!(retention_mark(&log(), age, Some(1), 2_500), 30);
+        assert_eq!(retention_mark(&log(), age, Some(1_000), 4_500), 20);
     }
 }
