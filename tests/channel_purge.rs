@@ -5,8 +5,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use common::{next, text, ChildBroker, TestBroker, CHILD_SEGMENT_BYTES_ENV};
 use sluice_broker::config::BrokerConfig;
@@ -274,4 +276,63 @@ async fn a_purge_survives_kill_nine_and_sigterm_and_dedupe_still_answers_duplica
     publish(&client, "pay", "fresh", 1).await;
     assert!(text(&next(&mut consumer).await).starts_with("fresh0:"));
     broker.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_published_after_a_purge_under_load_are_all_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_with(small_segments(dir.path())).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let settings = ChannelSettings {
+        partitions: Some(2),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel("busy", ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+    let purged = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (client, purged) = (client.clone(), Arc::clone(&purged));
+        tokio::spawn(async move {
+            let producer = client.producer("busy").build().await.unwrap();
+            let mut after = BTreeSet::new();
+            for i in 0.. {
+                let late = purged.load(Ordering::SeqCst);
+                let name = format!("b{i}");
+                producer.send(Message::new(name.clone())).await.unwrap();
+                if late {
+                    after.insert(name);
+                }
+                if after.len() >= 200 {
+                    break;
+                }
+            }
+            after
+        })
+    };
+    common::eventually("a backlog", || async {
+        let d = client.describe_channel("busy").await.unwrap();
+        d.subscriptions[0].backlog >= 500
+    })
+    .await;
+    client.purge("busy", None).await.unwrap();
+    purged.store(true, Ordering::SeqCst);
+    let after = publisher.await.unwrap();
+
+    let mut consumer = client
+        .consumer("busy")
+        .prefetch(500)
+        .subscribe()
+        .await
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    while !after.is_subset(&seen) {
+        let d = next(&mut consumer).await;
+        seen.insert(text(&d));
+        d.ack().await.unwrap();
+    }
+    let d = client.describe_channel("busy").await.unwrap();
+    assert_eq!(d.subscriptions[0].backlog, 0);
+    broker.stop().await;
 }
