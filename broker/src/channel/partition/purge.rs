@@ -88,6 +88,9 @@ impl Partition {
     /// The periodic retention check: cheap when nothing can go.
     pub(super) async fn check_retention(&mut self) {
         self.next_check = Instant::now() + CHECK_EVERY;
+        if self.failed.is_some() {
+            return; // the log refuses changes; the failure was reported once already
+        }
         let segments = self.log.segments();
         let Some(active) = segments.last() else {
             return;
