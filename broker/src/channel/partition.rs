@@ -189,6 +189,9 @@ struct Partition {
     moves: FuturesUnordered<moves::Moving>,
     /// Offsets that passed `max_deliveries` in the current dispatch, to dead-letter.
     doomed: Vec<u64>,
+    /// Offsets being moved out (dead letters, invalid messages) until their settle applies:
+    /// neither in flight nor waiting, and not to be settled a second way (expiry sweep).
+    moving: HashMap<String, std::collections::BTreeSet<u64>>,
     /// When messages expire.
     expiry: Expiry,
     /// Producer sessions seen in this partition.
@@ -229,6 +232,7 @@ impl Partition {
             failed: None,
             moves: FuturesUnordered::new(),
             doomed: Vec::new(),
+            moving: HashMap::new(),
             expired: Vec::new(),
             snapshot_path,
             purged: 0,

@@ -45,6 +45,11 @@ impl Partition {
                 offsets,
                 outcome: _,
             } => {
+                if let Some(moving) = self.moving.get_mut(&subscription) {
+                    for offset in &offsets {
+                        moving.remove(offset);
+                    }
+                }
                 if let Some(sub) = self.subs.get_mut(&subscription) {
                     for offset in offsets {
                         sub.cursor.apply_ack(offset, offset + 1);

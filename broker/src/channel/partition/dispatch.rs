@@ -104,7 +104,8 @@ impl Partition {
             let mut offset = grant.start;
             while offset < grant.end {
                 let Some(batch) = self.batch_at(offset).await else {
-                    tracing::warn!(offset, "granted offset is no longer stored");
+                    tracing::warn!(offset, "granted offsets could not be read; returning them");
+                    self.give_back(handle, offset, grant.end);
                     break;
                 };
                 let d = delivery::slice(
@@ -119,6 +120,22 @@ impl Partition {
                 let _ = handle.outbox.send(Outgoing::Delivery(d));
             }
         }
+    }
+
+    /// Undoes the unsent part `[from, to)` of a grant: the consumer gets its credit back and
+    /// the offsets return for another try, so a failed read never leaks credit.
+    fn give_back(&mut self, handle: &ConsumerHandle, from: u64, to: u64) {
+        handle.credit.refund(to - from);
+        let name = self
+            .consumers
+            .get(&handle.key)
+            .map(|a| a.subscription.clone());
+        let Some((name, sub)) = name.and_then(|n| self.subs.get_mut(&n).map(|s| (n, s))) else {
+            return;
+        };
+        let offsets: Vec<u64> = (from..to).collect();
+        let held = sub.cursor.take_held(handle.key, &offsets);
+        self.return_offsets(name, held, std::time::Duration::from_secs(1), Done::Nothing);
     }
 
     /// The committed message batch holding `offset`, from the cache or the log.

@@ -108,6 +108,10 @@ impl Partition {
                 None => tracing::warn!(offset, "message to move is no longer stored; settling it"),
             }
         }
+        self.moving
+            .entry(subscription.clone())
+            .or_default()
+            .extend(offsets.iter().copied());
         let moving = async move {
             let results = join_all(waits).await;
             let result = if mover_gone {
@@ -190,6 +194,11 @@ impl Partition {
             }
             Err(e) => {
                 tracing::warn!(channel = %self.config.channel, "moving messages failed, retrying: {e}");
+                if let Some(moving) = self.moving.get_mut(&subscription) {
+                    for offset in &offsets {
+                        moving.remove(offset);
+                    }
+                }
                 done.err(e);
                 self.return_offsets(subscription, offsets, RETRY_AFTER, Done::Nothing);
             }

@@ -18,6 +18,7 @@ impl Partition {
         let now = now_ms();
         let mut swept = Vec::new();
         for (name, sub) in &mut self.subs {
+            let moving = self.moving.get(name);
             let floor = sub.cursor.ack_floor();
             let end = self.committed.min(floor + SWEEP_SPAN);
             let offsets: Vec<u64> = self
@@ -25,6 +26,7 @@ impl Partition {
                 .expired_in(floor, end, now)
                 .into_iter()
                 .filter(|&o| !sub.cursor.is_acked(o) && !sub.cursor.is_held(o))
+                .filter(|o| !moving.is_some_and(|m| m.contains(o)))
                 .collect();
             if !offsets.is_empty() {
                 swept.push((name.clone(), offsets));
