@@ -215,7 +215,14 @@ impl Dispatcher {
                     "the handshake was done already".into(),
                 ));
             }
-            _ => unreachable!("data-path requests are routed before admin"),
+            // Data-path requests are routed before `admin`; should one arrive here anyway, the
+            // client gets an error rather than the broker a panic.
+            other => {
+                return Err(ChannelError::InvalidArgument(format!(
+                    "opcode {} is not an administration request",
+                    other.opcode()
+                )));
+            }
         })
     }
 
