@@ -64,7 +64,7 @@ pub use sluice_protocol::{ErrorCode, NewMessage};
 /// Wire types used by the administration API, re-exported from the protocol crate.
 pub mod types {
     pub use sluice_protocol::types::{
-        ChannelDescription, ChannelKind, ChannelMeta, ChannelSettings, ChannelSummary,
+        ChannelDescription, ChannelKind, ChannelMeta, ChannelSettings, ChannelSummary, FsyncPolicy,
         PartitionInfo, PartitionMeta, PayloadFormat, SubscriptionInfo,
     };
 }

@@ -144,6 +144,9 @@ fn full_settings() -> ChannelSettings {
         dedupe_window_ms: Some(120_000),
         retention_max_age_ms: Some(86_400_000),
         retention_max_bytes: Some(1 << 30),
+        fsync: Some(crate::types::FsyncPolicy::Interval),
+        fsync_interval_ms: Some(50),
+        segment_bytes: Some(1 << 20),
     }
 }
 

@@ -133,6 +133,52 @@ pub struct ChannelSettings {
     /// bytes than this (broker default: no limit).
     #[serde(default)]
     pub retention_max_bytes: Option<u64>,
+    /// When a publish counts as durable (broker default `always`).
+    #[serde(default)]
+    pub fsync: Option<FsyncPolicy>,
+    /// Period of `fsync = interval`, in milliseconds.
+    #[serde(default)]
+    pub fsync_interval_ms: Option<u64>,
+    /// Size at which a log segment rolls, in bytes.
+    #[serde(default)]
+    pub segment_bytes: Option<u64>,
+}
+
+/// When an append counts as durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// fdatasync before answering (group commit): the default.
+    Always,
+    /// fdatasync every interval; a machine crash can lose acknowledged messages.
+    Interval,
+    /// Leave it to the OS; a machine crash can lose acknowledged messages.
+    Never,
+}
+
+impl std::fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Always => "always",
+            Self::Interval => "interval",
+            Self::Never => "never",
+        })
+    }
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(Self::Always),
+            "interval" => Ok(Self::Interval),
+            "never" => Ok(Self::Never),
+            other => Err(format!(
+                "unknown fsync policy {other:?} (expected always, interval or never)"
+            )),
+        }
+    }
 }
 
 /// Where one partition lives.

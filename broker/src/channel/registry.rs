@@ -11,7 +11,8 @@ use std::time::Duration;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use sluice_protocol::types::{
-    ChannelDescription, ChannelKind, ChannelSettings, PartitionMeta, SubscriptionInfo,
+    ChannelDescription, ChannelKind, ChannelSettings, FsyncPolicy as WireFsync, PartitionMeta,
+    SubscriptionInfo,
 };
 
 use super::dead_letter::{self, MoveSink};
@@ -318,6 +319,11 @@ impl Registry {
                 "lease must be longer than 0".into(),
             ));
         }
+        if settings.segment_bytes.is_some_and(|b| b < 4096) {
+            return Err(ChannelError::InvalidArgument(
+                "segment_bytes must be at least 4096".into(),
+            ));
+        }
         if let Some(0) = settings.max_deliveries {
             return Err(ChannelError::InvalidArgument(
                 "max_deliveries must be at least 1".into(),
@@ -393,13 +399,22 @@ impl Registry {
 
     fn partition_config(&self, spec: &ChannelSpec, id: u32) -> PartitionConfig {
         let d = &self.defaults;
-        let fsync = match d.fsync {
-            Fsync::Always => FsyncPolicy::Always,
-            Fsync::Interval => FsyncPolicy::Interval(d.fsync_interval),
-            Fsync::Never => FsyncPolicy::Never,
+        let s = &spec.settings;
+        let interval = s
+            .fsync_interval_ms
+            .map_or(d.fsync_interval, Duration::from_millis);
+        let fsync = match s.fsync {
+            Some(WireFsync::Always) => FsyncPolicy::Always,
+            Some(WireFsync::Interval) => FsyncPolicy::Interval(interval),
+            Some(WireFsync::Never) => FsyncPolicy::Never,
+            None => match d.fsync {
+                Fsync::Always => FsyncPolicy::Always,
+                Fsync::Interval => FsyncPolicy::Interval(interval),
+                Fsync::Never => FsyncPolicy::Never,
+            },
         };
         let log = LogConfig {
-            segment_bytes: d.segment_bytes,
+            segment_bytes: s.segment_bytes.unwrap_or(d.segment_bytes),
             segment_max_age: d.segment_max_age,
             max_batch_bytes: d.max_batch_bytes,
             fsync,

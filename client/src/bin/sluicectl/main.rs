@@ -78,9 +78,9 @@ enum ChannelCommand {
         /// `queue` (point-to-point) or `topic` (publish-subscribe).
         #[arg(long)]
         kind: ChannelKind,
-        /// Partitions, lease, dead letters, expiry, contract and dedupe.
+        /// Partitions, lease, dead letters, expiry, contract, dedupe, retention and storage.
         #[command(flatten)]
-        settings: SettingsArgs,
+        settings: Box<SettingsArgs>,
     },
     /// List channels.
     List,
@@ -176,7 +176,7 @@ async fn channel(client: &Client, out: &Out, command: ChannelCommand) -> anyhow:
             settings,
         } => {
             client
-                .create_channel(&name, kind, settings.settings())
+                .create_channel(&name, kind, (*settings).settings())
                 .await?;
             out.done(&format!("created {kind} {name}"))
         }

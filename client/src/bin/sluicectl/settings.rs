@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sluice_client::types::{ChannelSettings, PayloadFormat};
+use sluice_client::types::{ChannelSettings, FsyncPolicy, PayloadFormat};
 
 /// Settings flags of `channel create`; unset ones take the broker's defaults.
 #[derive(Debug, Default, clap::Args)]
@@ -51,6 +51,16 @@ pub struct SettingsArgs {
     /// MiB, GiB allowed).
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     retention_max_bytes: Option<u64>,
+    /// When a publish counts as durable: always (fdatasync before the answer; the default),
+    /// interval or never (both can lose acknowledged messages in a machine crash).
+    #[arg(long, value_name = "POLICY")]
+    fsync: Option<FsyncPolicy>,
+    /// Period of `--fsync interval`, e.g. `100ms`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    fsync_interval: Option<Duration>,
+    /// Size at which a log segment rolls (suffixes KiB, MiB, GiB allowed).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    segment_bytes: Option<u64>,
 }
 
 impl SettingsArgs {
@@ -71,6 +81,9 @@ impl SettingsArgs {
             dedupe_window_ms: self.dedupe_window.map(millis),
             retention_max_age_ms: self.retention_max_age.map(millis),
             retention_max_bytes: self.retention_max_bytes,
+            fsync: self.fsync,
+            fsync_interval_ms: self.fsync_interval.map(millis),
+            segment_bytes: self.segment_bytes,
         }
     }
 }
@@ -129,6 +142,12 @@ pub fn described(s: &ChannelSettings) -> Vec<(&'static str, String)> {
     add(
         "retention max bytes",
         s.retention_max_bytes.map(|b| format!("{b} bytes")),
+    );
+    add("fsync", s.fsync.map(|f| f.to_string()));
+    add("fsync interval", s.fsync_interval_ms.map(duration));
+    add(
+        "segment bytes",
+        s.segment_bytes.map(|b| format!("{b} bytes")),
     );
     lines
 }
