@@ -2,26 +2,17 @@
 //! per-partition sequences must agree with the broker's producer state while many batches are
 //! in flight, or the broker would answer `OutOfOrderSequence`.
 
-use sluice_broker::config::BrokerConfig;
-use sluice_broker::server::Server;
+mod common;
+
+use common::Broker;
 use sluice_client::types::{ChannelKind, ChannelSettings};
 use sluice_client::{Client, Message};
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_batches_of_an_idempotent_producer_are_all_stored_in_sequence() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = BrokerConfig {
-        data_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..BrokerConfig::default()
-    };
-    let server = Server::bind(&config).await.expect("broker starts");
-    let addr = server.local_addr().to_string();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(server.run(shutdown.clone()));
+    let broker = Broker::start().await;
 
-    let client = Client::connect(addr).await.unwrap();
+    let client = Client::connect(broker.addr.as_str()).await.unwrap();
     let settings = ChannelSettings {
         partitions: Some(3),
         ..ChannelSettings::default()
@@ -56,6 +47,5 @@ async fn pipelined_batches_of_an_idempotent_producer_are_all_stored_in_sequence(
     let (other, _) = second.session().unwrap();
     assert_ne!(other, id, "each producer gets its own id");
 
-    shutdown.cancel();
-    task.await.unwrap();
+    broker.stop().await;
 }

@@ -5,60 +5,14 @@
 //! the command-line contract states them. Nothing sleeps for a fixed time: every wait is on a
 //! condition, bounded by [`PATIENCE`].
 
-use std::process::Stdio;
+mod common;
+
 use std::time::Duration;
 
+use common::{sluicectl, Broker, Run, PATIENCE};
 use serde_json::Value;
-use sluice_broker::config::BrokerConfig;
-use sluice_broker::server::Server;
-use tempfile::TempDir;
-use tokio::io::AsyncWriteExt;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-/// Longest any one `sluicectl` run or awaited condition may take before the test fails.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// A broker running inside the test process, on its own runtime worker threads.
-struct Broker {
-    /// Address to pass as `--broker`.
-    addr: String,
-    /// Stops the accept loop.
-    shutdown: CancellationToken,
-    /// The accept loop, awaited on stop so partitions close before the directory goes.
-    task: JoinHandle<()>,
-    /// Data directory; removed on drop, after the broker stopped.
-    _dir: TempDir,
-}
 
 impl Broker {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig {
-            data_dir: dir.path().to_owned(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..BrokerConfig::default()
-        };
-        let server = Server::bind(&config).await.expect("broker starts");
-        let addr = server.local_addr().to_string();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server.run(shutdown.clone()));
-        Self {
-            addr,
-            shutdown,
-            task,
-            _dir: dir,
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(PATIENCE, self.task)
-            .await
-            .expect("broker shuts down in time")
-            .unwrap();
-    }
-
     /// Runs `sluicectl --broker ADDR COMMAND...` (split on whitespace), stdin empty.
     async fn ctl(&self, command: &str) -> Run {
         self.ctl_args(&words(command)).await
@@ -66,12 +20,12 @@ impl Broker {
 
     /// Runs `sluicectl --broker ADDR args...`, for arguments that contain spaces.
     async fn ctl_args(&self, args: &[&str]) -> Run {
-        sluicectl(&self.addr, args, None).await
+        self.run(args, None).await
     }
 
     /// Runs `sluicectl --broker ADDR COMMAND...` with `input` on standard input.
     async fn ctl_stdin(&self, command: &str, input: &str) -> Run {
-        sluicectl(&self.addr, &words(command), Some(input)).await
+        self.run(&words(command), Some(input)).await
     }
 
     /// Runs a command that must succeed with nothing on standard error; returns its output.
@@ -115,84 +69,6 @@ impl Broker {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-}
-
-/// What one `sluicectl` run printed and how it exited.
-#[derive(Debug)]
-struct Run {
-    /// Standard output, whole.
-    stdout: String,
-    /// Standard error, whole: where the one-line error contract is checked.
-    stderr: String,
-    /// Exit status; `None` if killed by a signal.
-    code: Option<i32>,
-}
-
-impl Run {
-    /// Asserts success with an empty standard error; returns standard output.
-    fn ok(self) -> String {
-        assert_eq!(self.code, Some(0), "sluicectl failed: {self:?}");
-        assert_eq!(
-            self.stderr, "",
-            "sluicectl succeeded but wrote to stderr: {self:?}"
-        );
-        self.stdout
-    }
-
-    /// Asserts the error contract: non-zero exit, nothing on stdout, one `error:` line on
-    /// stderr. Returns that line.
-    fn failed(self) -> String {
-        assert_ne!(self.code, Some(0), "sluicectl should have failed: {self:?}");
-        assert!(
-            self.code.is_some(),
-            "sluicectl died from a signal: {self:?}"
-        );
-        assert_eq!(self.stdout, "", "a failure printed to stdout: {self:?}");
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "stderr is not one line: {self:?}");
-        assert!(
-            self.stderr.ends_with('\n'),
-            "stderr line is unterminated: {self:?}"
-        );
-        assert!(
-            lines[0].starts_with("error: "),
-            "unexpected stderr: {self:?}"
-        );
-        lines[0].to_owned()
-    }
-}
-
-/// Runs the real binary to completion (or fails the test after [`PATIENCE`]).
-async fn sluicectl(addr: &str, args: &[&str], input: Option<&str>) -> Run {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluicectl"))
-        .arg("--broker")
-        .arg(addr)
-        .args(args)
-        .env_remove("SLUICE_BROKER")
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sluicectl starts");
-    if let Some(input) = input {
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(input.as_bytes()).await.unwrap();
-        // Dropping stdin closes it: end of input.
-    }
-    let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("sluicectl {args:?} did not finish in time"))
-        .unwrap();
-    Run {
-        stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-        stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-        code: output.status.code(),
     }
 }
 

@@ -2,105 +2,14 @@
 //! deduplication, with the real binary against a broker running in this test process.
 //!
 //! Every wait is on a condition (a consumer that takes exactly the expected messages), bounded
-//! by [`PATIENCE`]; the only clock these tests need is a message TTL running out.
+//! by [`common::PATIENCE`]; the only clock these tests need is a message TTL running out.
 
-use std::process::Stdio;
-use std::time::Duration;
+mod common;
 
+use common::Broker;
 use serde_json::Value;
-use sluice_broker::config::BrokerConfig;
-use sluice_broker::server::Server;
-use tempfile::TempDir;
-use tokio::io::AsyncWriteExt;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-/// Longest any one `sluicectl` run may take before the test fails.
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// A broker running inside the test process.
-struct Broker {
-    /// Address to pass as `--broker`.
-    addr: String,
-    /// Stops the accept loop.
-    shutdown: CancellationToken,
-    /// The accept loop, awaited on stop so partitions close before the directory goes.
-    task: JoinHandle<()>,
-    /// Data directory; removed on drop, after the broker stopped.
-    _dir: TempDir,
-}
-
-/// What one `sluicectl` run printed and how it exited.
-#[derive(Debug)]
-struct Run {
-    /// Standard output.
-    stdout: String,
-    /// Standard error.
-    stderr: String,
-    /// Exit status; `None` if killed by a signal.
-    code: Option<i32>,
-}
 
 impl Broker {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = BrokerConfig {
-            data_dir: dir.path().to_owned(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..BrokerConfig::default()
-        };
-        let server = Server::bind(&config).await.expect("broker starts");
-        let addr = server.local_addr().to_string();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server.run(shutdown.clone()));
-        Self {
-            addr,
-            shutdown,
-            task,
-            _dir: dir,
-        }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(PATIENCE, self.task)
-            .await
-            .expect("broker shuts down in time")
-            .unwrap();
-    }
-
-    /// Runs `sluicectl --broker ADDR args...` with `input` on standard input.
-    async fn run(&self, args: &[&str], input: Option<&str>) -> Run {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluicectl"))
-            .arg("--broker")
-            .arg(&self.addr)
-            .args(args)
-            .env_remove("SLUICE_BROKER")
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("sluicectl starts");
-        if let Some(input) = input {
-            let mut stdin = child.stdin.take().unwrap();
-            stdin.write_all(input.as_bytes()).await.unwrap();
-        }
-        let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("sluicectl {args:?} did not finish in time"))
-            .unwrap();
-        Run {
-            stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
-            stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
-            code: output.status.code(),
-        }
-    }
-
     /// Runs a command (split on whitespace) that must succeed silently on stderr.
     async fn ok(&self, command: &str) -> String {
         self.ok_args(&command.split_whitespace().collect::<Vec<_>>())
