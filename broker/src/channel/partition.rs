@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::{FuturesOrdered, FuturesUnordered, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use sluice_protocol::types::{ChannelKind, PartitionInfo, SubscriptionInfo};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -217,18 +217,19 @@ impl Partition {
             let own = Subscription::new(Lifetime::Durable, config.lease, 0);
             subs.insert(config.channel.to_string(), own);
         }
+        let metrics = PartitionMetrics::new(&config.channel, config.id);
         Self {
+            writes: PendingWrites::new(metrics.append_histogram()),
+            metrics,
             expiry: Expiry::new(config.max_age),
             producers: ProducerState::new(),
             ids: IdWindow::new(config.dedupe_window),
-            metrics: PartitionMetrics::new(&config.channel, config.id),
             cache: TailCache::new(config.cache_bytes),
             config,
             log,
             subs,
             consumers: HashMap::new(),
             committed: 0,
-            writes: FuturesOrdered::new(),
             failed: None,
             moves: FuturesUnordered::new(),
             doomed: Vec::new(),
@@ -248,6 +249,9 @@ impl Partition {
                 biased;
                 Some((result, after)) = self.writes.next(), if !self.writes.is_empty() => {
                     self.on_durable(result, after);
+                    while let Some((result, after)) = self.writes.ready() {
+                        self.on_durable(result, after);
+                    }
                 }
                 Some(moved) = self.moves.next(), if !self.moves.is_empty() => self.on_moved(moved),
                 n = rx.recv_many(&mut burst, BURST) => {

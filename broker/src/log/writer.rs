@@ -90,30 +90,62 @@ pub(crate) enum Cmd {
 
 /// Completes when an append is durable under the log's fsync policy.
 ///
-/// Owns what it needs (a progress subscription), so it can be awaited after the log moved on
-/// or in another task.
+/// Owns what it needs (a progress subscription and the append's sequence number), so it can
+/// be awaited after the log moved on or in another task. A holder of many (the partition's
+/// pending writes) can instead poll [`Durable::ready`] and [`Durable::wait`] on the oldest one
+/// and so allocate nothing per append.
 #[must_use = "an append is not acknowledged until its Durable completes"]
-pub struct Durable(Pin<Box<dyn std::future::Future<Output = Result<(), LogError>> + Send>>);
+pub struct Durable {
+    /// Where the writer publishes its progress.
+    rx: watch::Receiver<Progress>,
+    /// The append's sequence number: durable once progress reaches it.
+    seq: u64,
+    /// The wait, created on the first poll when awaited as a future.
+    waiting: Option<Wait>,
+}
+
+/// A boxed wait for durability, for awaiting a [`Durable`] as a future.
+type Wait = Pin<Box<dyn std::future::Future<Output = Result<(), LogError>> + Send>>;
 
 impl Durable {
     /// A future that completes once progress reaches `seq`.
-    pub(crate) fn new(mut rx: watch::Receiver<Progress>, seq: u64) -> Self {
-        Self(Box::pin(async move {
-            let progress = rx
-                .wait_for(|p| p.durable >= seq || p.failed.is_some())
-                .await
-                .map_err(|_| LogError::Closed)?;
-            match progress.durable >= seq {
-                true => Ok(()),
-                false => Err(progress.error().unwrap_or(LogError::Closed)),
-            }
-        }))
+    pub(crate) fn new(rx: watch::Receiver<Progress>, seq: u64) -> Self {
+        Self {
+            rx,
+            seq,
+            waiting: None,
+        }
     }
+
+    /// The outcome if it is already known: no waiting, no allocation.
+    pub fn ready(&self) -> Option<Result<(), LogError>> {
+        outcome(&self.rx.borrow(), self.seq)
+    }
+
+    /// Waits for the outcome. Cancel safe: dropping the wait loses nothing.
+    pub async fn wait(&mut self) -> Result<(), LogError> {
+        let seq = self.seq;
+        match self.rx.wait_for(|p| outcome(p, seq).is_some()).await {
+            Ok(progress) => outcome(&progress, seq).unwrap_or(Err(LogError::Closed)),
+            Err(_) => Err(LogError::Closed),
+        }
+    }
+}
+
+/// Whether append `seq` is durable (`Ok`) or failed (`Err`) at `progress`; `None` while unknown.
+fn outcome(progress: &Progress, seq: u64) -> Option<Result<(), LogError>> {
+    if progress.durable >= seq {
+        return Some(Ok(()));
+    }
+    progress
+        .failed
+        .as_ref()
+        .map(|_| Err(progress.error().unwrap_or(LogError::Closed)))
 }
 
 impl std::fmt::Debug for Durable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Durable")
+        f.debug_struct("Durable").field("seq", &self.seq).finish()
     }
 }
 
@@ -121,7 +153,12 @@ impl std::future::Future for Durable {
     type Output = Result<(), LogError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx)
+        let this = &mut *self;
+        let waiting = this.waiting.get_or_insert_with(|| {
+            let mut own = Durable::new(this.rx.clone(), this.seq);
+            Box::pin(async move { own.wait().await })
+        });
+        waiting.as_mut().poll(cx)
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sluice_protocol::Response;
 use tokio::time::Instant;
 
-use super::writes::{self, AfterWrite, Done};
+use super::writes::{AfterWrite, Done};
 use super::{now_ms, Partition, TERM};
 use crate::channel::command::Command;
 use crate::channel::error::ChannelError;
@@ -110,11 +110,7 @@ impl Partition {
             )));
         }
         match self.log.append(command.to_batch(), TERM, now_ms()) {
-            Ok((_, durable)) => writes::push(
-                &mut self.writes,
-                durable,
-                AfterWrite::Apply { command, done },
-            ),
+            Ok((_, durable)) => self.writes.push(durable, AfterWrite::Apply { command, done }),
             Err(e) => self.fail(e, done),
         }
     }

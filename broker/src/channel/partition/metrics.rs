@@ -11,7 +11,6 @@
 //! consumers coming and going do not create series without end.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -163,17 +162,9 @@ impl PartitionMetrics {
         self.published_bytes.increment(batch.len() as u64);
     }
 
-    /// Wraps an append's durability future so that it records the append latency.
-    pub fn time_append<F, T>(&self, durable: F) -> impl Future<Output = T> + Send + 'static
-    where
-        F: Future<Output = T> + Send + 'static,
-    {
-        let (append, started) = (self.append.clone(), std::time::Instant::now());
-        async move {
-            let result = durable.await;
-            append.record(started.elapsed().as_secs_f64());
-            result
-        }
+    /// Where publish-to-durable latency is recorded.
+    pub fn append_histogram(&self) -> Histogram {
+        self.append.clone()
     }
 
     /// Grants handed to a consumer of `sub`.

@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::future::join_all;
-use futures::StreamExt;
 use sluice_protocol::{MessageView, Response};
 use tokio::sync::oneshot;
 

@@ -10,7 +10,7 @@ use sluice_protocol::response::PublishAck;
 use sluice_protocol::types::{DuplicateRun, InvalidOutcome, StoredRun};
 use sluice_protocol::{BatchBuilder, ErrorBody, ErrorCode, RecordBatch, Response, Stamp};
 
-use super::writes::{self, AfterWrite, Done};
+use super::writes::{AfterWrite, Done};
 use super::{now_ms, Partition, TERM};
 use crate::channel::dedupe::SessionVerdict;
 use crate::channel::error::ChannelError;
@@ -222,13 +222,12 @@ impl Partition {
         let batch = batch.stamp(stamp);
         match self.log.append_stamped(batch.clone()) {
             Ok((_, durable)) => {
-                let durable = self.metrics.time_append(durable);
                 let after = AfterWrite::Published {
                     batch,
                     pending,
                     reply,
                 };
-                writes::push(&mut self.writes, durable, after);
+                self.writes.push(durable, after);
             }
             Err(e) => self.fail(e, Done::Reply(reply)),
         }

@@ -123,7 +123,6 @@ impl Partition {
 
     /// Waits for every pending append and applies it, so memory matches the log.
     pub(super) async fn drain_writes(&mut self) {
-        use futures::StreamExt;
         while let Some((result, after)) = self.writes.next().await {
             self.on_durable(result, after);
         }

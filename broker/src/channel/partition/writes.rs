@@ -1,28 +1,67 @@
 //! Appends waiting for durability, and what to do when each becomes durable.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::VecDeque;
+use std::time::Instant;
 
-use futures::stream::FuturesOrdered;
 use sluice_protocol::{RecordBatch, Response};
 use tokio::sync::oneshot;
 
 use crate::channel::command::Command;
 use crate::channel::error::ChannelError;
 use crate::channel::outbox::Reply;
-use crate::log::LogError;
-
-type Pending = Pin<Box<dyn Future<Output = (Result<(), LogError>, AfterWrite)> + Send>>;
+use crate::log::{Durable, LogError};
 
 /// Appends in log order; the log makes them durable in that order too.
-pub type PendingWrites = FuturesOrdered<Pending>;
+///
+/// A queue rather than one boxed future per append: only the oldest append is waited for, and
+/// once the writer's progress passes it the ones behind it are usually durable too, so they
+/// are taken without waiting (see [`PendingWrites::ready`]).
+pub struct PendingWrites {
+    /// Each append's durability, when it was queued, and its continuation.
+    queue: VecDeque<(Durable, Instant, AfterWrite)>,
+    /// Publish-to-durable latency of producer batches.
+    append_seconds: metrics::Histogram,
+}
 
-/// Queues `after` to run once `durable` resolves.
-pub fn push<D>(writes: &mut PendingWrites, durable: D, after: AfterWrite)
-where
-    D: Future<Output = Result<(), LogError>> + Send + 'static,
-{
-    writes.push_back(Box::pin(async move { (durable.await, after) }));
+impl PendingWrites {
+    /// An empty queue that records publish latency in `append_seconds`.
+    pub fn new(append_seconds: metrics::Histogram) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            append_seconds,
+        }
+    }
+
+    /// Queues `after` to run once `durable` resolves.
+    pub fn push(&mut self, durable: Durable, after: AfterWrite) {
+        self.queue.push_back((durable, Instant::now(), after));
+    }
+
+    /// Whether no append is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// The oldest append once its outcome is known. Cancel safe: nothing is taken until then.
+    pub async fn next(&mut self) -> Option<(Result<(), LogError>, AfterWrite)> {
+        let result = self.queue.front_mut()?.0.wait().await;
+        self.take(result)
+    }
+
+    /// The oldest append if its outcome is already known, without waiting.
+    pub fn ready(&mut self) -> Option<(Result<(), LogError>, AfterWrite)> {
+        let result = self.queue.front()?.0.ready()?;
+        self.take(result)
+    }
+
+    /// Removes the oldest append, whose outcome is `result`.
+    fn take(&mut self, result: Result<(), LogError>) -> Option<(Result<(), LogError>, AfterWrite)> {
+        let (_, queued, after) = self.queue.pop_front()?;
+        if matches!(after, AfterWrite::Published { .. }) {
+            self.append_seconds.record(queued.elapsed().as_secs_f64());
+        }
+        Some((result, after))
+    }
 }
 
 /// The continuation of an append.
