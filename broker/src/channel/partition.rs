@@ -57,6 +57,9 @@ const READ_CHUNK: usize = 1 << 20;
 const SWEEP_SPAN: u64 = 10_000;
 /// Generation of this node's appends. A constant until replication brings elections.
 const TERM: u64 = 1;
+/// How often at most the gauges are set: computing them walks the cursors' ranges, too much
+/// work to repeat after every burst, and a scrape every few seconds needs nothing fresher.
+const REFRESH_EVERY: Duration = Duration::from_millis(50);
 
 /// What a partition needs to know about its channel.
 #[derive(Debug, Clone)]
@@ -208,6 +211,10 @@ struct Partition {
     purged: u64,
     /// When retention next looks for segments to delete.
     next_check: Instant,
+    /// When the gauges may be set again.
+    next_refresh: Instant,
+    /// Whether state changed since the gauges were last set (a timer then sets them).
+    gauges_stale: bool,
 }
 
 impl Partition {
@@ -238,6 +245,8 @@ impl Partition {
             snapshot_path,
             purged: 0,
             next_check: Instant::now() + purge::CHECK_EVERY,
+            next_refresh: Instant::now(),
+            gauges_stale: false,
         }
     }
 
@@ -297,6 +306,7 @@ impl Partition {
             .values()
             .filter_map(|s| s.cursor.next_wakeup())
             .chain(self.metrics.ages_due())
+            .chain(self.gauges_stale.then_some(self.next_refresh))
             .chain(expiry)
             .chain((self.log.segment_count() > 1).then_some(self.next_check))
             .min()
@@ -319,11 +329,16 @@ impl Partition {
         self.sweep_expired();
     }
 
-    /// Sets the gauges after a burst; measures the oldest-unacked ages when they are due.
+    /// Sets the gauges after a burst, at most every [`REFRESH_EVERY`] (otherwise marks them
+    /// stale, and the timer sets them); measures the oldest-unacked ages when they are due.
     async fn refresh_metrics(&mut self) {
-        let stats = self.log.stats();
-        self.metrics.refresh(&self.subs, self.committed, stats);
         let now = Instant::now();
+        self.gauges_stale = now < self.next_refresh;
+        if !self.gauges_stale {
+            self.next_refresh = now + REFRESH_EVERY;
+            let stats = self.log.stats();
+            self.metrics.refresh(&self.subs, self.committed, stats);
+        }
         if self.metrics.ages_due().is_some_and(|due| due <= now) {
             let ages = self.oldest_unacked().await;
             self.metrics.set_ages(&ages, now);
