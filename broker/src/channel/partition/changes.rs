@@ -110,7 +110,9 @@ impl Partition {
             )));
         }
         match self.log.append(command.to_batch(), TERM, now_ms()) {
-            Ok((_, durable)) => self.writes.push(durable, AfterWrite::Apply { command, done }),
+            Ok((_, durable)) => self
+                .writes
+                .push(durable, AfterWrite::Apply { command, done }),
             Err(e) => self.fail(e, done),
         }
     }
