@@ -226,6 +226,23 @@ impl Driver {
     async fn flush(&mut self) {
         let conn = self.attached.conn.clone();
         let consumer_id = self.attached.consumer_id;
+        // Settlements go on the wire now, in order, before any credit they free: a future that
+        // only sends when polled would sit unsent while commands keep arriving (the select
+        // below prefers commands), and the broker would hand out credit for deliveries whose
+        // acks it never got.
+        for (request, waiters) in self.pending.take_requests(consumer_id) {
+            let answer = conn.submit(&request).await;
+            self.in_flight.push(Box::pin(async move {
+                let result = match answer {
+                    Ok(answer) => answer.await_response().await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                for waiter in waiters {
+                    let _ = waiter.send(result.clone());
+                }
+                result.err()
+            }));
+        }
         if self.to_grant >= (self.spec.window / 2).max(1) {
             let credit = self.grantable(self.to_grant);
             self.to_grant = 0;
@@ -237,16 +254,6 @@ impl Driver {
                 });
                 let _ = conn.notify(&request, None).await;
             }
-        }
-        for (request, waiters) in self.pending.take_requests(consumer_id) {
-            let conn = conn.clone();
-            self.in_flight.push(Box::pin(async move {
-                let result = conn.call(&request).await.map(|_| ());
-                for waiter in waiters {
-                    let _ = waiter.send(result.clone());
-                }
-                result.err()
-            }));
         }
     }
 

@@ -122,6 +122,43 @@ async fn acks_coalesce_into_ranges_and_close_waits_for_them() {
 }
 
 #[tokio::test]
+async fn credit_is_never_granted_ahead_of_the_acks_that_free_it() {
+    let fake = Fake::start(1).await;
+    let client = client(&fake).await;
+    publish(&client, 2000).await;
+    let window = 100;
+    let mut consumer = client
+        .consumer("q")
+        .prefetch(window)
+        .subscribe()
+        .await
+        .unwrap();
+    for _ in 0..2000 {
+        let delivery = tokio::time::timeout(WAIT, consumer.next()).await.unwrap();
+        delivery.unwrap().unwrap().ack_nowait().unwrap();
+    }
+    consumer.close().await.unwrap();
+    // On the wire, every credit grant must follow the acks of the deliveries it replaces:
+    // otherwise the broker hands out more than the window while acks wait unsent.
+    let (mut granted, mut acked) = (0u64, 0u64);
+    for request in fake.state.lock().unwrap().requests.iter() {
+        match request {
+            Request::Subscribe(s) => granted += u64::from(s.credit),
+            Request::Credit(c) => {
+                granted += u64::from(c.credit);
+                assert!(
+                    granted <= u64::from(window) + acked,
+                    "granted {granted} with only {acked} acked"
+                );
+            }
+            Request::Ack(a) => acked += a.ranges.iter().map(|(f, t)| t - f).sum::<u64>(),
+            _ => {}
+        }
+    }
+    assert_eq!(acked, 2000);
+}
+
+#[tokio::test]
 async fn ack_resolves_once_the_broker_has_answered_and_only_once() {
     let fake = Fake::start(1).await;
     let client = client(&fake).await;
