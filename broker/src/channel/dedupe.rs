@@ -70,6 +70,26 @@ impl IdWindow {
         self.order.push_back((stored_at_ms, id));
     }
 
+    /// One hash lookup for the publish path: the offset `id` was first stored at if that is
+    /// still live at `now_ms` (a duplicate); otherwise remembers it at `offset` and returns
+    /// `None`.
+    pub fn check_and_insert(&mut self, id: [u8; 16], offset: u64, now_ms: i64) -> Option<u64> {
+        if self.window_ms == 0 {
+            return None;
+        }
+        match self.ids.entry(id) {
+            Entry::Occupied(e) if is_live(self.window_ms, e.get().1, now_ms) => {
+                return Some(e.get().0);
+            }
+            Entry::Occupied(mut e) => *e.get_mut() = (offset, now_ms),
+            Entry::Vacant(e) => {
+                e.insert((offset, now_ms));
+            }
+        }
+        self.order.push_back((now_ms, id));
+        None
+    }
+
     /// Forgets ids that are no longer live at `now_ms`. Amortised O(1) per insert; call it once
     /// per batch.
     pub fn expire(&mut self, now_ms: i64) {
@@ -79,8 +99,10 @@ impl IdWindow {
             }
             self.order.pop_front();
             // A later insert may have replaced this id; only its own entry goes.
-            if self.ids.get(&id).is_some_and(|&(_, t)| t == stored_at) {
-                self.ids.remove(&id);
+            if let Entry::Occupied(e) = self.ids.entry(id) {
+                if e.get().1 == stored_at {
+                    e.remove();
+                }
             }
         }
     }

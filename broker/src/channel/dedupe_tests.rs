@@ -261,3 +261,21 @@ fn producers_are_independent() {
     assert_eq!(s.epoch(10), None);
     assert_eq!(s.epoch(9), Some(4));
 }
+
+#[test]
+fn check_and_insert_answers_like_lookup_then_insert() {
+    let mut w = window();
+    assert_eq!(w.check_and_insert([1; 16], 10, 1_000), None);
+    assert_eq!(w.check_and_insert([1; 16], 11, 1_050), Some(10));
+    assert_eq!(w.lookup(&[1; 16], 1_050), Some(10));
+    // Past the (100 ms) window the id is new again, at its new offset.
+    let later = 1_000 + 100;
+    assert_eq!(w.check_and_insert([1; 16], 12, later), None);
+    assert_eq!(w.lookup(&[1; 16], later), Some(12));
+    w.expire(later + 1);
+    assert_eq!(
+        w.lookup(&[1; 16], later + 1),
+        Some(12),
+        "the replaced entry survives expiry"
+    );
+}

@@ -194,15 +194,12 @@ impl Partition {
                 kept.push(i);
                 continue;
             };
-            match self.ids.lookup(&id, now) {
+            match self.ids.check_and_insert(id, base + kept.len() as u64, now) {
                 Some(offset) => duplicates.push(DuplicateRun {
                     index: original(i),
                     offset,
                 }),
-                None => {
-                    self.ids.insert(id, base + kept.len() as u64, now);
-                    kept.push(i);
-                }
+                None => kept.push(i),
             }
         }
         if duplicates.is_empty() {
