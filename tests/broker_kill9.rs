@@ -9,13 +9,7 @@ use common::{next, text, ChildBroker};
 use sluice_client::types::{ChannelKind, ChannelSettings};
 use sluice_client::{Client, Message};
 
-const ENTRY: &str = "child_broker_entry_point";
-
-#[test]
-#[ignore = "entry point of the child broker process, run by the tests below"]
-fn child_broker_entry_point() {
-    common::child_broker_main();
-}
+child_broker_entry!();
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_loses_nothing_stored_and_redelivers_only_unacked() {

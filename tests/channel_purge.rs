@@ -15,15 +15,10 @@ use sluice_broker::config::BrokerConfig;
 use sluice_client::types::{ChannelDescription, ChannelKind, ChannelSettings};
 use sluice_client::{Client, ErrorCode, Message, Outcome};
 
-const ENTRY: &str = "child_broker_entry_point";
 /// The smallest segment the broker accepts, so a few hundred messages fill many segments.
 const SEGMENT_BYTES: u64 = 4096;
 
-#[test]
-#[ignore = "entry point of the child broker process, run by the tests below"]
-fn child_broker_entry_point() {
-    common::child_broker_main();
-}
+child_broker_entry!();
 
 fn small_segments(dir: &Path) -> BrokerConfig {
     let mut config = common::config(dir);

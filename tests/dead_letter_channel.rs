@@ -125,13 +125,7 @@ async fn a_rejected_message_is_dead_lettered_and_redrive_brings_it_back_without_
     broker.stop().await;
 }
 
-const ENTRY: &str = "child_broker_entry_point";
-
-#[test]
-#[ignore = "entry point of the child broker process, run by the tests below"]
-fn child_broker_entry_point() {
-    common::child_broker_main();
-}
+child_broker_entry!();
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_dead_letter_publish_and_settle_neither_loses_nor_doubles_it() {

@@ -8,13 +8,7 @@ use common::{ChildBroker, TestBroker};
 use sluice_client::types::{ChannelKind, ChannelSettings};
 use sluice_client::{Client, Message, Outcome};
 
-const ENTRY: &str = "child_broker_entry_point";
-
-#[test]
-#[ignore = "entry point of the child broker process, run by the tests below"]
-fn child_broker_entry_point() {
-    common::child_broker_main();
-}
+child_broker_entry!();
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_id_is_a_duplicate_even_after_kill_nine() {

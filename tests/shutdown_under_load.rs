@@ -12,17 +12,12 @@ use common::{eventually, next, text, ChildBroker, PATIENCE};
 use sluice_client::types::{ChannelKind, ChannelSettings};
 use sluice_client::{Client, ClientOptions, Message, Outcome};
 
-const ENTRY: &str = "child_broker_entry_point";
 /// Publishing tasks, each with its own connection.
 const PUBLISHERS: usize = 4;
 /// Messages per batch.
 const BATCH: usize = 20;
 
-#[test]
-#[ignore = "entry point of the child broker process, run by the tests below"]
-fn child_broker_entry_point() {
-    common::child_broker_main();
-}
+child_broker_entry!();
 
 /// Publishes batches until the broker stops answering; records every message it says it
 /// stored.

@@ -171,6 +171,21 @@ impl Drop for ChildBroker {
     }
 }
 
+/// Defines, in a test file, the ignored test that [`ChildBroker`] re-executes to run a broker,
+/// and `ENTRY`, its name. One line per test file instead of a copied function.
+#[macro_export]
+macro_rules! child_broker_entry {
+    () => {
+        const ENTRY: &str = "child_broker_entry_point";
+
+        #[test]
+        #[ignore = "entry point of the child broker process, run by the other tests here"]
+        fn child_broker_entry_point() {
+            common::child_broker_main();
+        }
+    };
+}
+
 /// The body of the child-broker entry test: runs a broker until killed, if asked to.
 pub fn child_broker_main() {
     let Some(dir) = std::env::var_os(CHILD_ENV) else {

@@ -154,7 +154,7 @@ impl Cursor {
         }
     }
 
-    /// Moves everything from `from` on out of this subscription's reach (purge).
+    /// Settles everything below `to` (purge, retention, the log's first offset after replay).
     pub fn apply_skip_to(&mut self, to: u64) {
         self.apply_ack(self.ack_floor, to);
     }
@@ -292,11 +292,6 @@ impl Cursor {
         let lease = self.in_flight.values().map(|f| f.deadline).min();
         let delay = self.delayed.first().map(|(t, _)| *t);
         lease.into_iter().chain(delay).min()
-    }
-
-    /// Consumers with something in flight.
-    pub fn holders(&self) -> BTreeSet<ConsumerKey> {
-        self.in_flight.values().map(|f| f.consumer).collect()
     }
 
     fn holder(&self, offset: u64) -> Option<&InFlight> {

@@ -56,12 +56,6 @@ impl TailCache {
             self.bytes -= old.len();
         }
     }
-
-    /// Drops everything (after a purge or truncation).
-    pub fn clear(&mut self) {
-        self.batches.clear();
-        self.bytes = 0;
-    }
 }
 
 /// The records `[from, to)` of `batch` (absolute offsets, clamped to the batch) as one delivery.
