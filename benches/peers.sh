@@ -5,8 +5,8 @@
 #   benches/peers.sh --duration 5s        # any further flags go to sluice-peers (see --help)
 #
 # Installs nats-server and rabbitmq-server with apt if they are missing (without starting the
-# system services), builds the Sluice broker and the harness (benches/peers, its own workspace,
-# so `cargo test --workspace` never builds the peer clients), and writes
+# system services), builds the Sluice broker and the harness (benches/peers, a workspace member
+# that is not a default member, so `cargo test` never builds the peer clients), and writes
 # benches/results/<date>.md and benches/results/<date>.svg. The harness starts every server
 # itself on 127.0.0.1 under a temporary directory and stops it by pid, also on failure.
 set -euo pipefail
@@ -35,6 +35,6 @@ install_peers() {
 
 install_peers
 cargo build --release --bin sluice
-cargo build --release --manifest-path benches/peers/Cargo.toml
-benches/peers/target/release/sluice-peers \
+cargo build --release -p sluice-peers
+target/release/sluice-peers \
     --sluice-bin target/release/sluice --out-dir benches/results "$@"
