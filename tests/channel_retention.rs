@@ -5,8 +5,10 @@
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use common::{eventually, next, text, TestBroker};
+use sluice_broker::clock::ManualClock;
 use sluice_broker::config::BrokerConfig;
 use sluice_client::types::{ChannelDescription, ChannelKind, ChannelSettings};
 use sluice_client::{Client, Message};
@@ -84,10 +86,15 @@ async fn retention_max_bytes_deletes_the_oldest_segments_even_when_unconsumed() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_max_age_deletes_segments_whose_messages_are_all_older() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = TestBroker::start_with(small_segments(dir.path())).await;
+    let clock = ManualClock::new();
+    let config = BrokerConfig {
+        clock: clock.clone().into(),
+        ..small_segments(dir.path())
+    };
+    let broker = TestBroker::start_with(config).await;
     let client = Client::connect(broker.addr.clone()).await.unwrap();
     let settings = ChannelSettings {
-        retention_max_age_ms: Some(500),
+        retention_max_age_ms: Some(60_000),
         ..ChannelSettings::default()
     };
     client
@@ -98,6 +105,8 @@ async fn retention_max_age_deletes_segments_whose_messages_are_all_older() {
     let segments = describe(&client, "ticks").await.partitions[0].segments;
     assert!(segments > 3, "{segments} segments");
 
+    // The age is measured on the broker's clock; how often retention looks is real time.
+    clock.advance(Duration::from_secs(60));
     eventually("old segments to be deleted", || async {
         describe(&client, "ticks").await.partitions[0].segments == 1
     })

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::{eventually, next, TestBroker};
 use prometheus_parse::{Scrape, Value};
+use sluice_broker::clock::ManualClock;
 use sluice_broker::exporter::MetricsEndpoint;
 use sluice_client::types::{ChannelKind, ChannelSettings};
 use sluice_client::{Client, Message};
@@ -25,8 +26,9 @@ const CHANNEL: &str = "metered";
 const PUBLISHED: u64 = 10;
 /// Messages acked on their first delivery.
 const ACKED_FIRST: u64 = 6;
-/// Lease of the channel: long enough that nothing expires unless the test waits for it.
-const LEASE: Duration = Duration::from_millis(1500);
+/// Lease of the channel, on the broker's manual clock: nothing expires until the test moves
+/// the clock past it.
+const LEASE: Duration = Duration::from_secs(30);
 
 /// GETs `path` from `addr` with a bare HTTP/1.1 request; returns the status line and body.
 async fn get(addr: SocketAddr, path: &str) -> (String, String) {
@@ -143,7 +145,8 @@ async fn counters_move_by_exactly_what_clients_did() {
     // The recorder must be installed before the broker opens partitions.
     let (metrics, stop_metrics) = start_endpoint().await;
     let dir = tempfile::tempdir().unwrap();
-    let broker = TestBroker::start(dir.path()).await;
+    let clock = ManualClock::new();
+    let broker = TestBroker::start_on(dir.path(), &clock).await;
     let client = Client::connect(broker.addr.clone()).await.unwrap();
     let settings = ChannelSettings {
         partitions: Some(1),
@@ -201,6 +204,7 @@ async fn counters_move_by_exactly_what_clients_did() {
     again.ack().await.unwrap();
 
     // Let the three held leases run out: the broker takes them back and redelivers them.
+    clock.advance(LEASE);
     let expired = held.len() as u64;
     let mut redelivered = Vec::new();
     for _ in 0..expired {

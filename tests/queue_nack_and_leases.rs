@@ -1,11 +1,14 @@
 //! nack requeues (now or after a delay), an expired lease redelivers, and extend prevents that.
+//!
+//! Delays and leases run on a manual clock the tests advance.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{next, text, TestBroker};
-use sluice_client::types::{ChannelKind, ChannelSettings};
+use sluice_broker::clock::ManualClock;
+use sluice_client::types::{ChannelKind, ChannelSettings, SubscriptionInfo};
 use sluice_client::{Client, Message};
 
 async fn queue_with(addr: &str, name: &str, lease: Duration) -> Client {
@@ -21,10 +24,20 @@ async fn queue_with(addr: &str, name: &str, lease: Duration) -> Client {
     client
 }
 
+/// The queue's subscription as the partition sees it once it has handled every request sent
+/// before and dispatched after them: the second describe is answered after the dispatch that
+/// followed the first.
+async fn settled(client: &Client, queue: &str) -> SubscriptionInfo {
+    client.describe_channel(queue).await.unwrap();
+    let d = client.describe_channel(queue).await.unwrap();
+    d.subscriptions[0].clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nacked_message_is_redelivered_with_a_higher_count() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = TestBroker::start(dir.path()).await;
+    let clock = ManualClock::new();
+    let broker = TestBroker::start_on(dir.path(), &clock).await;
     let client = queue_with(&broker.addr, "n", Duration::from_secs(60)).await;
     client
         .producer("n")
@@ -44,14 +57,17 @@ async fn a_nacked_message_is_redelivered_with_a_higher_count() {
         ("x".into(), first.offset(), 2)
     );
 
-    let delay = Duration::from_millis(300);
-    let nacked_at = Instant::now();
+    let delay = Duration::from_secs(30);
     again.nack(delay).await.unwrap();
-    let third = next(&mut consumer).await;
-    assert!(
-        nacked_at.elapsed() >= delay,
+    clock.advance(delay - Duration::from_millis(1));
+    let waiting = settled(&client, "n").await;
+    assert_eq!(
+        (waiting.backlog, waiting.in_flight),
+        (1, 0),
         "redelivered before the nack delay passed"
     );
+    clock.advance(Duration::from_millis(1));
+    let third = next(&mut consumer).await;
     assert_eq!(third.delivery_count(), 3);
     third.ack().await.unwrap();
     broker.stop().await;
@@ -60,8 +76,9 @@ async fn a_nacked_message_is_redelivered_with_a_higher_count() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lease_redelivers_and_extend_prevents_it() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = TestBroker::start(dir.path()).await;
-    let lease = Duration::from_millis(400);
+    let clock = ManualClock::new();
+    let broker = TestBroker::start_on(dir.path(), &clock).await;
+    let lease = Duration::from_secs(10);
     let client = queue_with(&broker.addr, "l", lease).await;
     let producer = client.producer("l").build().await.unwrap();
     producer.send(Message::new("kept")).await.unwrap();
@@ -74,18 +91,16 @@ async fn an_expired_lease_redelivers_and_extend_prevents_it() {
         ("kept".into(), "dropped".into())
     );
 
-    // Keep extending `kept` well past its original lease while `dropped`'s lease runs out.
-    let start = Instant::now();
-    let redelivered = loop {
-        kept.extend(Duration::from_secs(5)).await.unwrap();
-        if let Ok(d) = tokio::time::timeout(Duration::from_millis(100), next(&mut consumer)).await {
-            break d;
-        }
-        assert!(start.elapsed() < common::PATIENCE, "lease never expired");
-    };
+    // Extend `kept` past its original lease while `dropped`'s lease runs out.
+    clock.advance(lease - Duration::from_secs(1));
+    let held = settled(&client, "l").await;
+    assert_eq!(held.in_flight, 2, "a lease ran out early");
+    kept.extend(lease).await.unwrap();
+    clock.advance(Duration::from_secs(1));
+    // Had `kept` been returned too, it would come first (redeliveries go lowest offset first).
+    let redelivered = next(&mut consumer).await;
     assert_eq!(text(&redelivered), "dropped");
     assert_eq!(redelivered.delivery_count(), 2);
-    assert!(start.elapsed() >= lease - Duration::from_millis(50));
     kept.ack().await.unwrap();
     redelivered.ack().await.unwrap();
     let d = client.describe_channel("l").await.unwrap();

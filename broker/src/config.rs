@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::SharedClock;
+
 /// Where the default configuration file lives, relative to the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "config/sluice.toml";
 
@@ -49,6 +51,10 @@ pub struct BrokerConfig {
     pub server: ServerConfig,
     /// Settings a channel gets unless it sets its own.
     pub channel_defaults: ChannelDefaults,
+    /// Where partitions get the time: the system clock, unless a test (or an embedding
+    /// program) sets another. Not a configuration key.
+    #[serde(skip)]
+    pub clock: SharedClock,
 }
 
 impl Default for BrokerConfig {
@@ -60,6 +66,7 @@ impl Default for BrokerConfig {
             log_level: "info".into(),
             server: ServerConfig::default(),
             channel_defaults: ChannelDefaults::default(),
+            clock: SharedClock::system(),
         }
     }
 }

@@ -2,9 +2,11 @@
 //! deduplication, with the real binary against a broker running in this test process.
 //!
 //! Every wait is on a condition (a consumer that takes exactly the expected messages), bounded
-//! by [`common::PATIENCE`]; the only clock these tests need is a message TTL running out.
+//! by [`common::PATIENCE`]; a message TTL runs out when a test advances the broker's clock.
 
 mod common;
+
+use std::time::Duration;
 
 use common::Broker;
 use serde_json::Value;
@@ -216,8 +218,9 @@ async fn publish_prints_duplicate_for_an_id_seen_within_the_dedupe_window() {
 async fn publish_ttl_expires_the_message_so_it_is_never_delivered() {
     let broker = Broker::start().await;
     broker.ok("channel create orders --kind queue").await;
-    broker.ok("publish orders --ttl 1ms brief").await;
+    broker.ok("publish orders --ttl 10s brief").await;
     broker.ok("publish orders --ttl 1h lasting").await;
+    broker.clock.advance(Duration::from_secs(10));
     assert_eq!(broker.take_one("orders").await["payload"], "lasting");
     broker.assert_empty("orders", "300ms").await;
     broker.stop().await;
@@ -230,8 +233,9 @@ async fn an_expired_message_is_dead_lettered_with_expired_to_dead_letter() {
         .ok("channel create orders --kind queue --dead-letter orders.dlq --expired-to-dead-letter")
         .await;
     broker.ok("channel create orders.dlq --kind queue").await;
-    broker.ok("publish orders --ttl 1ms brief").await;
+    broker.ok("publish orders --ttl 10s brief").await;
     broker.ok("publish orders --ttl 1h lasting").await;
+    broker.clock.advance(Duration::from_secs(10));
     assert_eq!(broker.take_one("orders").await["payload"], "lasting");
     broker.assert_empty("orders", "300ms").await;
     let dead = broker.take_one("orders.dlq").await;

@@ -1,5 +1,9 @@
 //! Shared helpers for end-to-end tests: brokers in-process or as child processes, and waiting
 //! on conditions with a timeout instead of sleeping.
+//!
+//! A test about time (expiry, leases, nack delays, retention by age) starts its broker on a
+//! [`ManualClock`] ([`TestBroker::start_on`]) and advances it; it never waits for real time to
+//! pass.
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::future::Future;
@@ -9,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt;
+use sluice_broker::clock::ManualClock;
 use sluice_broker::config::BrokerConfig;
 use sluice_broker::server::Server;
 use sluice_client::{Consumer, Delivery};
@@ -24,6 +29,8 @@ pub struct TestBroker {
     pub addr: String,
     /// Its data directory.
     pub dir: PathBuf,
+    /// What it was started with, to start it again.
+    config: BrokerConfig,
     /// Stops it.
     shutdown: CancellationToken,
     /// Its accept loop.
@@ -39,10 +46,24 @@ pub fn config(dir: &Path) -> BrokerConfig {
     }
 }
 
+/// As [`config`], with time taken from `clock`.
+pub fn config_on(dir: &Path, clock: &ManualClock) -> BrokerConfig {
+    BrokerConfig {
+        clock: clock.clone().into(),
+        ..config(dir)
+    }
+}
+
 impl TestBroker {
     /// Starts a broker on an ephemeral port with data in `dir`.
     pub async fn start(dir: &Path) -> Self {
         Self::start_with(config(dir)).await
+    }
+
+    /// Starts a broker on an ephemeral port with data in `dir`, whose time moves only when
+    /// `clock` is advanced.
+    pub async fn start_on(dir: &Path, clock: &ManualClock) -> Self {
+        Self::start_with(config_on(dir, clock)).await
     }
 
     /// Starts a broker with `config`.
@@ -53,10 +74,19 @@ impl TestBroker {
         let task = tokio::spawn(server.run(shutdown.clone()));
         Self {
             addr,
-            dir: config.data_dir,
+            dir: config.data_dir.clone(),
+            config,
             shutdown,
             task,
         }
+    }
+
+    /// Shuts down gracefully and starts again with the same data, clock and settings, on a new
+    /// port.
+    pub async fn restart(self) -> Self {
+        let config = self.config.clone();
+        self.stop().await;
+        Self::start_with(config).await
     }
 
     /// Shuts down gracefully and waits until every partition is closed.

@@ -27,6 +27,7 @@ use super::error::ChannelError;
 use super::expiry::Expiry;
 use super::snapshot::StateSnapshot;
 use super::subscription::{Lifetime, Subscription};
+use crate::clock::SharedClock;
 use crate::log::{Log, LogConfig};
 
 mod changes;
@@ -88,6 +89,9 @@ pub struct PartitionConfig {
     pub retention_max_age: Option<Duration>,
     /// Oldest segments are deleted, consumed or not, while the log is larger than this.
     pub retention_max_bytes: Option<u64>,
+    /// Where "now" comes from for append timestamps, expiry, the dedupe window, retention by
+    /// age, leases and nack delays.
+    pub clock: SharedClock,
 }
 
 /// When a partition gives up on a message, and where it sends it.
@@ -215,6 +219,9 @@ struct Partition {
     next_refresh: Instant,
     /// Whether state changed since the gauges were last set (a timer then sets them).
     gauges_stale: bool,
+    /// Whether expired messages may be waiting at a subscription's head with no timer due to
+    /// sweep them (after opening: the expiry timer only looks ahead).
+    sweep_due: bool,
 }
 
 impl Partition {
@@ -247,13 +254,14 @@ impl Partition {
             next_check: Instant::now() + purge::CHECK_EVERY,
             next_refresh: Instant::now(),
             gauges_stale: false,
+            sweep_due: true,
         }
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<PartitionRequest>) {
         let mut burst = Vec::with_capacity(BURST);
         let done = loop {
-            let wakeup = self.next_wakeup();
+            let (deadline, wakeup) = (self.next_deadline(), self.next_wakeup());
             tokio::select! {
                 biased;
                 Some((result, after)) = self.writes.next(), if !self.writes.is_empty() => {
@@ -271,7 +279,13 @@ impl Partition {
                         break Some(done);
                     }
                 }
+                () = sleep_on(&self.config.clock, deadline), if deadline.is_some() => {
+                    self.on_timer();
+                }
                 () = sleep_until(wakeup), if wakeup.is_some() => self.on_timer(),
+            }
+            if std::mem::take(&mut self.sweep_due) {
+                self.sweep_expired();
             }
             if self.log.segment_count() > 1 && self.next_check <= Instant::now() {
                 self.check_retention().await;
@@ -296,25 +310,44 @@ impl Partition {
         }
     }
 
-    fn next_wakeup(&self) -> Option<Instant> {
-        let now = now_ms();
+    /// The next lease deadline, nack delay or message expiry, on the partition's clock.
+    fn next_deadline(&self) -> Option<Instant> {
+        let (now, now_ms) = (self.now(), self.now_ms());
         let expiry = self
             .expiry
-            .next_expiry(now)
-            .map(|at| Instant::now() + Duration::from_millis((at - now).max(0) as u64));
+            .next_expiry(now_ms)
+            .map(|at| now + Duration::from_millis((at - now_ms).max(0) as u64));
         self.subs
             .values()
             .filter_map(|s| s.cursor.next_wakeup())
-            .chain(self.metrics.ages_due())
-            .chain(self.gauges_stale.then_some(self.next_refresh))
             .chain(expiry)
+            .min()
+    }
+
+    /// The next housekeeping moment, in real time: measuring ages, setting gauges, retention.
+    fn next_wakeup(&self) -> Option<Instant> {
+        self.metrics
+            .ages_due()
+            .into_iter()
+            .chain(self.gauges_stale.then_some(self.next_refresh))
             .chain((self.log.segment_count() > 1).then_some(self.next_check))
             .min()
     }
 
-    /// Returns expired leases to their subscriptions.
+    /// Now, on the partition's clock (leases and delays).
+    fn now(&self) -> Instant {
+        self.config.clock.now()
+    }
+
+    /// Now in milliseconds since the Unix epoch, on the partition's clock (timestamps, expiry,
+    /// the dedupe window, retention by age).
+    fn now_ms(&self) -> i64 {
+        self.config.clock.now_ms()
+    }
+
+    /// Returns expired leases to their subscriptions and sweeps expired messages.
     fn on_timer(&mut self) {
-        let now = Instant::now();
+        let now = self.now();
         let expired: Vec<(String, Vec<u64>)> = self
             .subs
             .iter_mut()
@@ -367,6 +400,7 @@ impl Partition {
     }
 }
 
+/// Waits in real time until `at` (forever when `None`).
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -374,9 +408,10 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch: the append timestamp of batches.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+/// Waits until `clock` reaches `at` (forever when `None`).
+async fn sleep_on(clock: &SharedClock, at: Option<Instant>) {
+    match at {
+        Some(at) => clock.sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

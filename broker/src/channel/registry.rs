@@ -22,6 +22,7 @@ use super::partition::{
 };
 use super::subscription::Lifetime;
 use super::validation::Contract;
+use crate::clock::SharedClock;
 use crate::config::{BrokerConfig, ChannelDefaults, Fsync};
 use crate::log::{FsyncPolicy, LogConfig};
 
@@ -208,6 +209,8 @@ pub struct Registry {
     admin: tokio::sync::Mutex<()>,
     /// Where partitions send dead letters and invalid messages.
     mover: MoveSink,
+    /// Where partitions get the time.
+    clock: SharedClock,
 }
 
 impl Registry {
@@ -225,6 +228,7 @@ impl Registry {
             channels: DashMap::new(),
             admin: tokio::sync::Mutex::new(()),
             mover,
+            clock: config.clock.clone(),
         });
         tokio::spawn(dead_letter::run_mover(Arc::downgrade(&registry), moves));
         for spec in registry.stored_specs()? {
@@ -450,6 +454,7 @@ impl Registry {
                 .map(Duration::from_millis)
                 .or(d.retention_max_age),
             retention_max_bytes: spec.settings.retention_max_bytes.or(d.retention_max_bytes),
+            clock: self.clock.clone(),
         }
     }
 }

@@ -1,6 +1,9 @@
 //! The harness the end-to-end tests share: a broker running in the test process and a way to
 //! run the real `sluicectl` binary against it, every wait bounded by [`PATIENCE`].
 //!
+//! The broker runs on a manual clock: messages expire (and leases run out) only when a test
+//! moves [`Broker::clock`] past them.
+//!
 //! Each test file uses a subset of it.
 
 #![allow(dead_code)]
@@ -8,6 +11,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use sluice_broker::clock::ManualClock;
 use sluice_broker::config::BrokerConfig;
 use sluice_broker::server::Server;
 use tempfile::TempDir;
@@ -22,6 +26,8 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 pub struct Broker {
     /// Address to pass as `--broker`.
     pub addr: String,
+    /// The broker's time, which moves only when advanced.
+    pub clock: ManualClock,
     /// Stops the accept loop.
     shutdown: CancellationToken,
     /// The accept loop, awaited on stop so partitions close before the directory goes.
@@ -31,12 +37,15 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts a broker on an ephemeral port of 127.0.0.1 with a fresh data directory.
+    /// Starts a broker on an ephemeral port of 127.0.0.1 with a fresh data directory and a
+    /// manual clock.
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new();
         let config = BrokerConfig {
             data_dir: dir.path().to_owned(),
             listen: "127.0.0.1:0".parse().unwrap(),
+            clock: clock.clone().into(),
             ..BrokerConfig::default()
         };
         let server = Server::bind(&config).await.expect("broker starts");
@@ -45,6 +54,7 @@ impl Broker {
         let task = tokio::spawn(server.run(shutdown.clone()));
         Self {
             addr,
+            clock,
             shutdown,
             task,
             _dir: dir,

@@ -7,7 +7,7 @@ use sluice_protocol::Response;
 use tokio::time::Instant;
 
 use super::writes::{AfterWrite, Done};
-use super::{now_ms, Partition, TERM};
+use super::{Partition, TERM};
 use crate::channel::command::Command;
 use crate::channel::error::ChannelError;
 use crate::channel::subscription::{Lifetime, Subscription};
@@ -101,7 +101,7 @@ impl Partition {
             .subscription()
             .is_none_or(|name| self.subs.get(name).is_none_or(Subscription::is_logged));
         if !logged {
-            self.apply(command, Instant::now());
+            self.apply(command, self.now());
             return done.ok(Response::Ok);
         }
         if let Some(reason) = &self.failed {
@@ -109,7 +109,7 @@ impl Partition {
                 "partition failed: {reason}"
             )));
         }
-        match self.log.append(command.to_batch(), TERM, now_ms()) {
+        match self.log.append(command.to_batch(), TERM, self.now_ms()) {
             Ok((_, durable)) => self
                 .writes
                 .push(durable, AfterWrite::Apply { command, done }),
@@ -141,7 +141,7 @@ impl Partition {
                 reply.send(Ok(Response::Published(ack)));
             }
             AfterWrite::Apply { command, done } => {
-                self.apply(command, Instant::now());
+                self.apply(command, self.now());
                 done.ok(Response::Ok);
             }
         }

@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use super::moves;
 use super::writes::Done;
-use super::{now_ms, Partition, READ_CHUNK, TURN};
+use super::{Partition, READ_CHUNK, TURN};
 use crate::channel::consumer::ConsumerHandle;
 use crate::channel::cursor::Grant;
 use crate::channel::dead_letter::DeathReason;
@@ -16,7 +16,7 @@ use crate::channel::outbox::Outgoing;
 impl Partition {
     /// Hands out deliveries to every subscription's consumers while credit and messages last.
     pub(super) async fn dispatch(&mut self) {
-        let now = Instant::now();
+        let now = self.now();
         let names: Vec<String> = self
             .subs
             .iter()
@@ -79,7 +79,7 @@ impl Partition {
             }
             grants.retain(|g| g.count <= max);
             if self.expiry.is_active() {
-                let now_ms = now_ms();
+                let now_ms = self.config.clock.now_ms();
                 let expired: Vec<u64> = grants
                     .iter()
                     .flat_map(|g| self.expiry.expired_in(g.start, g.end, now_ms))

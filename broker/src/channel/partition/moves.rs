@@ -15,7 +15,7 @@ use sluice_protocol::{MessageView, Response};
 use tokio::sync::oneshot;
 
 use super::writes::Done;
-use super::{now_ms, Partition};
+use super::Partition;
 use crate::channel::command::Command;
 use crate::channel::dead_letter::{self, Death, DeathReason, Move};
 use crate::channel::error::ChannelError;
@@ -164,7 +164,7 @@ impl Partition {
                     offset,
                     count: had,
                     error: error.as_deref(),
-                    now_ms: now_ms(),
+                    now_ms: self.now_ms(),
                 };
                 dead_letter::dead_letter(view, &death, id)
             }
@@ -228,7 +228,7 @@ impl Partition {
             self.on_durable(result, after);
         }
         let name = self.config.channel.to_string();
-        let now = tokio::time::Instant::now();
+        let now = self.now();
         let Some(sub) = self.subs.get_mut(&name) else {
             return Vec::new();
         };

@@ -11,7 +11,7 @@ use sluice_protocol::types::{DuplicateRun, InvalidOutcome, StoredRun};
 use sluice_protocol::{BatchBuilder, ErrorBody, ErrorCode, RecordBatch, Response, Stamp};
 
 use super::writes::{AfterWrite, Done};
-use super::{now_ms, Partition, TERM};
+use super::{Partition, TERM};
 use crate::channel::dedupe::SessionVerdict;
 use crate::channel::error::ChannelError;
 use crate::channel::outbox::Reply;
@@ -126,7 +126,7 @@ impl Partition {
                 return reply.send(Err(ErrorBody::new(ErrorCode::OutOfOrderSequence, message)));
             }
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let (batch, kept, duplicates) = self.drop_duplicate_ids(batch, now, &original);
         let stored_count = kept.as_ref().map_or(count, |k| k.len() as u32);
         let stored = match (&routed.indexes, kept) {

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::writes::Done;
-use super::{now_ms, Partition};
+use super::Partition;
 use crate::channel::command::Command;
 use crate::channel::error::ChannelError;
 use crate::log::SegmentInfo;
@@ -100,7 +100,7 @@ impl Partition {
             self.config.retention_max_bytes,
         );
         let retention =
-            retention_mark(&segments, max_age, max_bytes, now_ms()).min(active.base_offset);
+            retention_mark(&segments, max_age, max_bytes, self.now_ms()).min(active.base_offset);
         if retention > self.lowest_floor() {
             if let Err(e) = self.skip_to(None, retention).await {
                 tracing::error!(channel = %self.config.channel, partition = self.config.id, "retention: {e}");

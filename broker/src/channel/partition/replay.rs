@@ -9,7 +9,7 @@
 use sluice_protocol::RecordBatch;
 use tokio::time::Instant;
 
-use super::{now_ms, Partition, READ_CHUNK};
+use super::{Partition, READ_CHUNK};
 use crate::channel::command::Command;
 use crate::channel::error::ChannelError;
 use crate::channel::snapshot::StateSnapshot;
@@ -30,14 +30,14 @@ impl Partition {
             Some(snapshot) => self.restore(snapshot)?,
             None => 0,
         };
-        let now = Instant::now();
+        let (now, now_ms) = (self.now(), self.now_ms());
         let mut next = self.log.first_entry();
         while next < self.log.next_entry() {
             let batches = self.log.read_entries(next, READ_CHUNK).await?;
             let Some(last) = batches.last() else { break };
             next = last.entry_index() + 1;
             for batch in &batches {
-                self.replay_batch(batch, batch.entry_index() >= after, now)?;
+                self.replay_batch(batch, batch.entry_index() >= after, now, now_ms)?;
             }
         }
         self.committed = self.log.next_offset();
@@ -81,6 +81,7 @@ impl Partition {
         batch: &RecordBatch,
         after_snapshot: bool,
         now: Instant,
+        now_ms: i64,
     ) -> Result<(), ChannelError> {
         if batch.is_control() {
             if after_snapshot {
@@ -91,7 +92,7 @@ impl Partition {
         } else {
             self.expiry.observe(batch);
             if after_snapshot {
-                self.observe_for_dedupe(batch, now_ms());
+                self.observe_for_dedupe(batch, now_ms);
             }
         }
         Ok(())

@@ -6,13 +6,12 @@ use std::time::Duration;
 use sluice_protocol::types::{PartitionInfo, SubscriptionInfo};
 use sluice_protocol::{RecordBatch, Response};
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use super::metrics::ReturnReason;
 use super::moves::MoveKind;
 use super::publish::Routed;
 use super::writes::Done;
-use super::{now_ms, Attached, Partition};
+use super::{Attached, Partition};
 use crate::channel::command::Command;
 use crate::channel::consumer::ConsumerHandle;
 use crate::channel::cursor::ConsumerKey;
@@ -368,8 +367,9 @@ impl Partition {
             Ok(name) => name,
             Err(e) => return reply.send(Err(e.to_wire())),
         };
+        let deadline = self.now() + lease;
         if let Some(sub) = self.subs.get_mut(&name) {
-            sub.cursor.extend(key, offsets, Instant::now() + lease);
+            sub.cursor.extend(key, offsets, deadline);
         }
         reply.send(Ok(Response::Ok));
     }
@@ -426,7 +426,8 @@ impl Partition {
         let mut ages = HashMap::new();
         for (name, floor) in floors {
             if let Some(batch) = self.batch_at(floor).await {
-                ages.insert(name, (now_ms() - batch.first_timestamp()).max(0) as u64);
+                let age = self.now_ms() - batch.first_timestamp();
+                ages.insert(name, age.max(0) as u64);
             }
         }
         ages

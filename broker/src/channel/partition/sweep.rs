@@ -3,7 +3,7 @@
 
 use super::moves;
 use super::writes::Done;
-use super::{now_ms, Partition, SWEEP_SPAN};
+use super::{Partition, SWEEP_SPAN};
 use crate::channel::command::Command;
 use crate::channel::dead_letter::DeathReason;
 
@@ -15,7 +15,7 @@ impl Partition {
         if !self.expiry.is_active() || self.config.dead_letters.on_expiry {
             return;
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let mut swept = Vec::new();
         for (name, sub) in &mut self.subs {
             let moving = self.moving.get(name);
