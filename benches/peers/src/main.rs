@@ -1,5 +1,6 @@
-//! `sluice-peers`: Sluice side by side with NATS JetStream and RabbitMQ on one machine, in one
-//! run, with the same client-side timing code (`sluice-bench-common`).
+//! `sluice-peers`: Sluice side by side with NATS JetStream and RabbitMQ (quorum and classic
+//! queues over AMQP, streams over the stream protocol) on one machine, in one run, with the same
+//! client-side timing code (`sluice-bench-common`).
 //!
 //! Starts each server itself (temporary data directory, 127.0.0.1 only, stopped by pid at the
 //! end or on failure), runs every workload against it through its [`driver`], reads the
@@ -48,7 +49,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "sluice-always,sluice-never,nats,rabbitmq-quorum,rabbitmq-classic"
+        default_value = "sluice-always,sluice-never,nats,rabbitmq-quorum,rabbitmq-classic,rabbitmq-stream"
     )]
     systems: Vec<String>,
     /// Only workloads whose label contains one of these (comma separated); all by default.
@@ -85,6 +86,11 @@ const SYSTEMS: &[System] = &[
         key: "rabbitmq-classic",
         label: "rmq classic",
         durability: "persistent msgs, fsync before confirm (batched)",
+    },
+    System {
+        key: "rabbitmq-stream",
+        label: "rmq stream",
+        durability: "no fsync (confirm once written to the segment file); ack = stored offset",
     },
 ];
 
@@ -173,7 +179,8 @@ async fn run_system(args: &Args, system: &System, workloads: &[Workload]) -> Vec
         "sluice-always" => server::sluice(&args.sluice_bin, "always").await,
         "sluice-never" => server::sluice(&args.sluice_bin, "never").await,
         "nats" => server::nats().await,
-        _ => server::rabbitmq().await,
+        "rabbitmq-stream" => server::rabbitmq(true).await,
+        _ => server::rabbitmq(false).await,
     };
     let server = match started {
         Ok(server) => server,
@@ -187,6 +194,14 @@ async fn run_system(args: &Args, system: &System, workloads: &[Workload]) -> Vec
         }
         "nats" => {
             let d = Arc::new(driver::nats::Nats { addr });
+            cells(d, &server, args, system, workloads).await
+        }
+        "rabbitmq-stream" => {
+            let Some((host, Ok(port))) = addr.rsplit_once(':').map(|(h, p)| (h, p.parse())) else {
+                return failed_all(system, workloads, &format!("bad address {addr}"));
+            };
+            let host = host.to_owned();
+            let d = Arc::new(driver::rabbitmq_stream::RabbitStream { host, port });
             cells(d, &server, args, system, workloads).await
         }
         key => {
@@ -313,7 +328,8 @@ fn header(args: &Args, name: &str) -> String {
          missing, builds, runs everything).\n\n\
          Latencies are timed from each message's scheduled send (open loop: no coordinated \
          omission). Workloads 1 publish first, then drain with one consumer; the others publish \
-         and consume at once. Every consumer acks every message individually; fan-out delivery \
+         and consume at once. Every consumer acks every message individually (RabbitMQ streams: \
+         stores its offset after every message); fan-out delivery \
          rates count all 4 subscriptions; CPU is per published message. Peak RSS is the \
          server's (incl. its children) during the cell.\n",
         machine(),

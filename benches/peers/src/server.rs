@@ -107,8 +107,11 @@ pub async fn nats() -> anyhow::Result<Server> {
 }
 
 /// Starts RabbitMQ with its own epmd: AMQP, epmd and Erlang distribution on 127.0.0.1, a
-/// unique node name, no plugins, database and logs under the temporary directory.
-pub async fn rabbitmq() -> anyhow::Result<Server> {
+/// unique node name, database and logs under the temporary directory. With `streams`, also the
+/// `rabbitmq_stream` plugin, its listener on 127.0.0.1 (advertised as 127.0.0.1, so clients
+/// that follow the stream's leader stay on loopback), and the returned address is the stream
+/// listener's; without, no plugins and the address is AMQP's.
+pub async fn rabbitmq(streams: bool) -> anyhow::Result<Server> {
     let dir = tempfile::Builder::new()
         .prefix("peers-rabbitmq-")
         .tempdir()?;
@@ -116,8 +119,8 @@ pub async fn rabbitmq() -> anyhow::Result<Server> {
     let mut epmd = Command::new("epmd");
     epmd.args(["-address", "127.0.0.1", "-port", &epmd_port.to_string()]);
     let epmd = spawn(&mut epmd, dir.path(), "epmd")?;
-    std::fs::write(dir.path().join("enabled_plugins"), "[].\n")?;
-    std::fs::write(dir.path().join("rabbitmq.conf"), "")?;
+    let stream_port = if streams { Some(free_port()?) } else { None };
+    write_rabbitmq_config(dir.path(), stream_port)?;
     let mut cmd = Command::new(rabbitmq_script()?);
     cmd.env("HOME", dir.path())
         .env(
@@ -145,7 +148,32 @@ pub async fn rabbitmq() -> anyhow::Result<Server> {
             dir.path().join("advanced.config"),
         );
     let child = spawn(&mut cmd, dir.path(), "rabbitmq")?;
-    ready("rabbitmq".into(), port, vec![child, epmd], dir, 120).await
+    let name = if streams {
+        "rabbitmq-stream"
+    } else {
+        "rabbitmq"
+    };
+    let listen = stream_port.unwrap_or(port);
+    ready(name.into(), listen, vec![child, epmd], dir, 120).await
+}
+
+/// `enabled_plugins` and `rabbitmq.conf`: no plugins, or the stream plugin listening on
+/// `127.0.0.1:<stream_port>`.
+fn write_rabbitmq_config(dir: &Path, stream_port: Option<u16>) -> anyhow::Result<()> {
+    let (plugins, conf) = match stream_port {
+        None => ("[].\n".to_owned(), String::new()),
+        Some(p) => (
+            "[rabbitmq_stream].\n".to_owned(),
+            format!(
+                "stream.listeners.tcp.1 = 127.0.0.1:{p}\n\
+                 stream.advertised_host = 127.0.0.1\n\
+                 stream.advertised_port = {p}\n"
+            ),
+        ),
+    };
+    std::fs::write(dir.join("enabled_plugins"), plugins)?;
+    std::fs::write(dir.join("rabbitmq.conf"), conf)?;
+    Ok(())
 }
 
 /// The versioned `sbin/rabbitmq-server` script (the Debian wrapper would switch user).

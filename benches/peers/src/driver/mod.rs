@@ -6,6 +6,7 @@
 
 pub mod nats;
 pub mod rabbitmq;
+pub mod rabbitmq_stream;
 pub mod sluice;
 
 use std::future::Future;
