@@ -232,7 +232,9 @@ async fn cells<D: Driver>(
         let cpu_before = server.cpu_seconds();
         let dest = format!("peers{i}");
         let run = tokio::time::timeout(args.cell_timeout, workload::run(d.clone(), &dest, w));
-        let outcome = match run.await {
+        let run = run.await;
+        clean(&*d, &dest, w.subscriptions).await;
+        let outcome = match run {
             Ok(Ok(measured)) => Ok(Cell {
                 measured,
                 cpu_secs: server.cpu_seconds() - cpu_before,
@@ -259,6 +261,20 @@ async fn cells<D: Driver>(
         });
     }
     rows
+}
+
+/// Deletes a cell's destination and flushes the page cache to disk, so the next cell starts
+/// from an empty server and an idle disk. A failure is reported, not fatal: the next cell uses
+/// a new name anyway.
+async fn clean<D: Driver>(d: &D, dest: &str, subscriptions: usize) {
+    let deleted = tokio::time::timeout(Duration::from_secs(60), d.delete(dest, subscriptions));
+    match deleted.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("    deleting {dest} failed: {e:#}"),
+        Err(_) => eprintln!("    deleting {dest} timed out"),
+    }
+    // SAFETY: sync(2) has no preconditions.
+    let _ = tokio::task::spawn_blocking(|| unsafe { libc::sync() }).await;
 }
 
 fn failed_all(system: &System, workloads: &[Workload], error: &str) -> Vec<Row> {
@@ -330,7 +346,8 @@ fn header(args: &Args, name: &str) -> String {
          omission). Workloads 1 publish first, then drain with one consumer; the others publish \
          and consume at once. Every consumer acks every message individually (RabbitMQ streams: \
          stores its offset after every message); fan-out delivery \
-         rates count all 4 subscriptions; CPU is per published message. Peak RSS is the \
+         rates count all 4 subscriptions; CPU is per published message. Each cell uses a new \
+         destination, deleted after the cell (then `sync`), so each starts from an empty server. Peak RSS is the \
          server's (incl. its children) during the cell.\n",
         machine(),
         versions(),

@@ -74,11 +74,13 @@ pub async fn run<D: Driver>(d: Arc<D>, dest: &str, w: &Workload) -> anyhow::Resu
     let start = Instant::now();
     let (target, _) = watch::channel(u64::MAX);
     let delivered = Arc::new(AtomicU64::new(0));
-    let mut consumers = Vec::new();
+    let mut consumers = Consumers(Vec::new());
     for i in 0..w.subscriptions {
         let sub = d.subscriber(dest, i, prefetch).await?;
         let (target, count) = (target.subscribe(), delivered.clone());
-        consumers.push(tokio::spawn(consume(sub, start, target, count)));
+        consumers
+            .0
+            .push(tokio::spawn(consume(sub, start, target, count)));
     }
     let mut publisher = d.publisher(dest).await?;
     let publishing = Instant::now();
@@ -88,7 +90,7 @@ pub async fn run<D: Driver>(d: Arc<D>, dest: &str, w: &Workload) -> anyhow::Resu
     target.send_replace(0);
     let mut deliver = histogram();
     let mut last = publishing;
-    for consumer in consumers {
+    for consumer in &mut consumers.0 {
         let (hist, at) = consumer.await??;
         deliver.add(&hist)?;
         last = last.max(at);
@@ -101,6 +103,21 @@ pub async fn run<D: Driver>(d: Arc<D>, dest: &str, w: &Workload) -> anyhow::Resu
         confirm,
         deliver,
     })
+}
+
+/// Consumer tasks, aborted when dropped: a cell that fails or times out leaves none running
+/// into the next cell.
+struct Consumers(Vec<tokio::task::JoinHandle<anyhow::Result<Consumed>>>);
+
+/// What one consumer recorded: publish→deliver latencies and the time of its last delivery.
+type Consumed = (Histogram<u64>, Instant);
+
+impl Drop for Consumers {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// Publish phase, then a drain phase with one subscriber.
@@ -193,7 +210,7 @@ async fn consume<S: Subscriber>(
     start: Instant,
     mut target: watch::Receiver<u64>,
     delivered: Arc<AtomicU64>,
-) -> anyhow::Result<(Histogram<u64>, Instant)> {
+) -> anyhow::Result<Consumed> {
     let mut hist = histogram();
     let (mut count, mut last) = (0u64, start);
     while count < *target.borrow() {

@@ -1,6 +1,6 @@
 //! One driver per system behind one trait, so every workload runs the same code against each.
 //!
-//! A driver creates destinations, opens publishers and subscribers; each publisher and each
+//! A driver creates and deletes destinations, opens publishers and subscribers; each publisher and each
 //! subscriber has its own connection. Drivers know their system's client API; they know
 //! nothing about workloads or timing.
 
@@ -27,6 +27,14 @@ pub trait Driver: Send + Sync + 'static {
     /// Creates destination `name` with `subscriptions` subscriptions, each of which receives
     /// every message (1 = a plain queue).
     fn create(
+        &self,
+        name: &str,
+        subscriptions: usize,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Deletes destination `name` and its `subscriptions` with every message in them, so the
+    /// next cell starts from an empty server.
+    fn delete(
         &self,
         name: &str,
         subscriptions: usize,

@@ -56,6 +56,16 @@ impl Driver for Nats {
         Ok(())
     }
 
+    /// Deleting the stream deletes its consumers and its files.
+    async fn delete(&self, name: &str, _subscriptions: usize) -> anyhow::Result<()> {
+        self.context()
+            .await?
+            .delete_stream(name)
+            .await
+            .map_err(|e| anyhow::anyhow!("deleting stream {name}: {e}"))?;
+        Ok(())
+    }
+
     async fn publisher(&self, name: &str) -> anyhow::Result<NatsPublisher> {
         Ok(NatsPublisher {
             js: self.context().await?,

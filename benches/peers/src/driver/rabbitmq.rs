@@ -6,7 +6,8 @@ use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable};
@@ -70,6 +71,20 @@ impl Driver for RabbitMq {
                 )
                 .await?;
         }
+        Ok(())
+    }
+
+    /// Deletes every subscription's queue (with its messages), then the exchange.
+    async fn delete(&self, name: &str, subscriptions: usize) -> anyhow::Result<()> {
+        let (_connection, channel) = self.channel().await?;
+        for i in 0..subscriptions {
+            channel
+                .queue_delete(&queue_name(name, i), QueueDeleteOptions::default())
+                .await?;
+        }
+        channel
+            .exchange_delete(name, ExchangeDeleteOptions::default())
+            .await?;
         Ok(())
     }
 

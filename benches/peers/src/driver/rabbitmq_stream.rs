@@ -59,6 +59,12 @@ impl Driver for RabbitStream {
         Ok(())
     }
 
+    /// Deleting the stream deletes its segments and its consumers' stored offsets.
+    async fn delete(&self, name: &str, _subscriptions: usize) -> anyhow::Result<()> {
+        self.environment().await?.delete_stream(name).await?;
+        Ok(())
+    }
+
     async fn publisher(&self, name: &str) -> anyhow::Result<StreamPublisher> {
         let producer = self.environment().await?.producer().build(name).await?;
         nodelay_to(self.port);

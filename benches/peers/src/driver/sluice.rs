@@ -37,6 +37,13 @@ impl Driver for Sluice {
         Ok(())
     }
 
+    /// Deleting the channel deletes its subscriptions and its log.
+    async fn delete(&self, name: &str, _subscriptions: usize) -> anyhow::Result<()> {
+        let admin = Client::connect(self.addr.clone()).await?;
+        admin.delete_channel(name).await?;
+        Ok(())
+    }
+
     async fn publisher(&self, name: &str) -> anyhow::Result<SluicePublisher> {
         let client = Client::connect(self.addr.clone()).await?;
         let producer = client.producer(name).build().await?;
