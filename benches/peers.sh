@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sluice side by side with NATS JetStream and RabbitMQ on this machine, in one run.
 #
-#   benches/peers.sh                      # every system and workload, ~3 s of publishing per cell
-#   benches/peers.sh --duration 5s        # any further flags go to sluice-peers (see --help)
+#   benches/peers.sh                      # every system and workload, 3 s of publishing per cell, 3 runs
+#   benches/peers.sh --runs 5 --duration 5s   # any further flags go to sluice-peers (see --help)
 #
 # Installs nats-server and rabbitmq-server with apt if they are missing (without starting the
 # system services), builds the Sluice broker and the harness (benches/peers, a workspace member

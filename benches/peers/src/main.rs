@@ -42,6 +42,11 @@ struct Args {
     /// Publishing time per cell.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
     duration: Duration,
+    /// Runs of every cell; tables and chart show the median of the runs. Each run goes through
+    /// every workload in turn before the next starts, so slow spells of a shared machine are
+    /// spread over workloads instead of hitting all runs of one.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
     /// Longest a cell may take before it counts as failed.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "90s")]
     cell_timeout: Duration,
@@ -217,7 +222,7 @@ async fn run_system(args: &Args, system: &System, workloads: &[Workload]) -> Vec
     }
 }
 
-/// Runs each workload in turn against one server.
+/// Runs every workload `args.runs` times against one server, run by run.
 async fn cells<D: Driver>(
     d: Arc<D>,
     server: &Server,
@@ -225,42 +230,58 @@ async fn cells<D: Driver>(
     system: &System,
     workloads: &[Workload],
 ) -> Vec<Row> {
-    let mut rows = Vec::new();
-    for (i, w) in workloads.iter().enumerate() {
-        eprintln!("  {} ...", w.label);
-        server.reset_peak_rss();
-        let cpu_before = server.cpu_seconds();
-        let dest = format!("peers{i}");
-        let run = tokio::time::timeout(args.cell_timeout, workload::run(d.clone(), &dest, w));
-        let run = run.await;
-        clean(&*d, &dest, w.subscriptions).await;
-        let outcome = match run {
-            Ok(Ok(measured)) => Ok(Cell {
-                measured,
-                cpu_secs: server.cpu_seconds() - cpu_before,
-                peak_rss: server.peak_rss(),
-            }),
-            Ok(Err(e)) => Err(format!("{e:#}")),
-            Err(_) => Err(format!("timed out after {:?}", args.cell_timeout)),
-        };
-        match &outcome {
-            Ok(c) => eprintln!(
-                "    published {} ({:.0}/s), delivered {} ({:.0}/s), cpu {:.2} s",
-                c.measured.published,
-                c.publish_rate(),
-                c.measured.delivered,
-                c.deliver_rate(),
-                c.cpu_secs
-            ),
-            Err(e) => eprintln!("    failed: {e}"),
+    let mut rows: Vec<Row> = workloads
+        .iter()
+        .map(|w| Row::new(w.label.clone(), system.clone()))
+        .collect();
+    for run in 0..args.runs {
+        for (i, (w, row)) in workloads.iter().zip(&mut rows).enumerate() {
+            eprintln!("  {} (run {} of {}) ...", w.label, run + 1, args.runs);
+            let dest = format!("peers{i}r{run}");
+            match cell(&d, server, args, &dest, w).await {
+                Ok(c) => {
+                    eprintln!(
+                        "    published {} ({:.0}/s), delivered {} ({:.0}/s), cpu {:.2} s",
+                        c.measured.published,
+                        c.publish_rate(),
+                        c.measured.delivered,
+                        c.deliver_rate().unwrap_or(0.0),
+                        c.cpu_secs
+                    );
+                    row.cells.push(c);
+                }
+                Err(e) => {
+                    eprintln!("    failed: {e}");
+                    row.failures.push(e);
+                }
+            }
         }
-        rows.push(Row {
-            workload: w.label.clone(),
-            system: system.clone(),
-            outcome,
-        });
     }
     rows
+}
+
+/// One run of one workload on destination `dest`, which is deleted afterwards.
+async fn cell<D: Driver>(
+    d: &Arc<D>,
+    server: &Server,
+    args: &Args,
+    dest: &str,
+    w: &Workload,
+) -> Result<Cell, String> {
+    server.reset_peak_rss();
+    let cpu_before = server.cpu_seconds();
+    let run = tokio::time::timeout(args.cell_timeout, workload::run(d.clone(), dest, w)).await;
+    let outcome = match run {
+        Ok(Ok(measured)) => Ok(Cell {
+            measured,
+            cpu_secs: server.cpu_seconds() - cpu_before,
+            peak_rss: server.peak_rss(),
+        }),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(_) => Err(format!("timed out after {:?}", args.cell_timeout)),
+    };
+    clean(&**d, dest, w.subscriptions).await;
+    outcome
 }
 
 /// Deletes a cell's destination and flushes the page cache to disk, so the next cell starts
@@ -281,10 +302,10 @@ fn failed_all(system: &System, workloads: &[Workload], error: &str) -> Vec<Row> 
     eprintln!("  could not start: {error}");
     workloads
         .iter()
-        .map(|w| Row {
-            workload: w.label.clone(),
-            system: system.clone(),
-            outcome: Err(format!("server did not start: {error}")),
+        .map(|w| {
+            let mut row = Row::new(w.label.clone(), system.clone());
+            row.failures.push(format!("server did not start: {error}"));
+            row
         })
         .collect()
 }
@@ -302,21 +323,21 @@ fn write_results(args: &Args, rows: &[Row]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The chart's panels: the headline figures per system.
+/// The chart's panels: the headline figures per system, medians of the runs.
 fn panels(rows: &[Row]) -> Vec<chart::Panel> {
-    let pick = |workload: &str, title: &str, unit: &str, f: &dyn Fn(&Cell) -> f64| chart::Panel {
-        title: title.to_owned(),
-        unit: unit.to_owned(),
-        bars: rows
-            .iter()
-            .filter(|r| r.workload.starts_with(workload))
-            .map(|r| (r.system.label.to_owned(), r.outcome.as_ref().ok().map(f)))
-            .collect(),
-    };
-    let p99 = |h: &hdrhistogram::Histogram<u64>| h.value_at_quantile(0.99) as f64 / 1e6;
+    let pick =
+        |workload: &str, title: &str, unit: &str, f: &dyn Fn(&Cell) -> Option<f64>| chart::Panel {
+            title: title.to_owned(),
+            unit: unit.to_owned(),
+            bars: rows
+                .iter()
+                .filter(|r| r.workload.starts_with(workload))
+                .map(|r| (r.system.label.to_owned(), r.median(f)))
+                .collect(),
+        };
     vec![
         pick("1: 100 B", "publish, 100 B, window 1024", "msgs/s", &|c| {
-            c.publish_rate()
+            Some(c.publish_rate())
         }),
         pick("1: 100 B", "drain, 100 B, window 1024", "msgs/s", &|c| {
             c.deliver_rate()
@@ -325,10 +346,10 @@ fn panels(rows: &[Row]) -> Vec<chart::Panel> {
             "2: 100 B, open loop 20k",
             "p99 publish→deliver at 20k msgs/s",
             "ms",
-            &|c| p99(&c.measured.deliver),
+            &|c| c.deliver_ms(0.99),
         ),
         pick("1: 100 B", "server CPU per M msgs (100 B)", "CPU s", &|c| {
-            c.cpu_per_million()
+            Some(c.cpu_per_million())
         }),
     ]
 }
@@ -338,8 +359,9 @@ fn header(args: &Args, name: &str) -> String {
         "# Sluice vs NATS JetStream vs RabbitMQ, {name}\n\n\
          Machine: {}. Same machine for clients and servers; each server started fresh by the \
          harness under a temporary directory on 127.0.0.1. Versions: {}. {} of publishing per \
-         cell, one run each (no warm-up, no repeats: the shared machine makes single runs \
-         noisy).\n\n\
+         cell, {} runs of each cell (every run goes through all workloads before the next; no \
+         warm-up). Figures are medians of the runs, with the min–max spread in parentheses; \
+         the chart shows the medians.\n\n\
          Reproduce: `benches/peers.sh` (installs nats-server and rabbitmq-server with apt if \
          missing, builds, runs everything).\n\n\
          Latencies are timed from each message's scheduled send (open loop: no coordinated \
@@ -352,6 +374,7 @@ fn header(args: &Args, name: &str) -> String {
         machine(),
         versions(),
         humantime::format_duration(args.duration),
+        args.runs,
     )
 }
 
