@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ChildBroker, TestBroker};
+use common::{eventually, next, ChildBroker, TestBroker, CHILD_SEGMENT_BYTES_ENV};
 use sluice_client::types::{ChannelKind, ChannelSettings};
 use sluice_client::{Client, Message, Outcome};
 
@@ -117,4 +117,53 @@ async fn an_idempotent_producer_gets_stored_outcomes_for_fresh_batches() {
         );
     }
     broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_of_consumed_and_deleted_segments_stay_duplicates_after_kill_nine() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [(CHILD_SEGMENT_BYTES_ENV, "4096")];
+    let broker = ChildBroker::spawn_with_env(ENTRY, dir.path(), &env);
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    client
+        .create_channel("pay", ChannelKind::Queue, ChannelSettings::default())
+        .await
+        .unwrap();
+    let producer = client.producer("pay").build().await.unwrap();
+    // Ids on every message, so each deleted segment leaves an archive file behind.
+    let mut stored = Vec::new();
+    for i in 0..300u16 {
+        let mut id = [0; 16];
+        id[..2].copy_from_slice(&i.to_le_bytes());
+        let body = format!("charge {i:03} {}", "x".repeat(40));
+        let outcome = producer.send(Message::new(body).id(id)).await.unwrap();
+        stored.push((id, outcome.offset()));
+    }
+    let mut consumer = client.consumer("pay").subscribe().await.unwrap();
+    for _ in 0..stored.len() {
+        next(&mut consumer).await.ack().await.unwrap();
+    }
+    eventually("the consumed segments to be deleted", || async {
+        let d = client.describe_channel("pay").await.unwrap();
+        d.partitions[0].first_offset > 250
+    })
+    .await;
+    broker.kill9();
+
+    let broker = ChildBroker::spawn_with_env(ENTRY, dir.path(), &env);
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let producer = client.producer("pay").build().await.unwrap();
+    for &(id, offset) in &stored {
+        let again = producer.send(Message::new("again").id(id)).await.unwrap();
+        assert_eq!(
+            again,
+            Outcome::Duplicate {
+                partition: 0,
+                offset
+            }
+        );
+    }
+    let d = client.describe_channel("pay").await.unwrap();
+    assert_eq!(d.partitions[0].next_offset, 300, "nothing stored twice");
+    broker.kill9();
 }

@@ -24,8 +24,17 @@ pub struct IdWindow {
     window_ms: i64,
     /// Each live id's first offset and the time it was stored.
     ids: HashMap<[u8; 16], (u64, i64), foldhash::fast::RandomState>,
-    /// Ids in insertion order with their stored time, so expiry never scans the map.
-    order: VecDeque<(i64, [u8; 16])>,
+    /// Ids in insertion order (which is offset order), so expiry never scans the map and a
+    /// deleted log range's ids are one slice of it.
+    order: VecDeque<Stored>,
+}
+
+/// One insert, in [`IdWindow::order`].
+#[derive(Debug, Clone, Copy)]
+struct Stored {
+    at: i64,
+    offset: u64,
+    id: [u8; 16],
 }
 
 impl IdWindow {
@@ -67,7 +76,11 @@ impl IdWindow {
                 e.insert((offset, stored_at_ms));
             }
         }
-        self.order.push_back((stored_at_ms, id));
+        self.order.push_back(Stored {
+            at: stored_at_ms,
+            offset,
+            id,
+        });
     }
 
     /// One hash lookup for the publish path: the offset `id` was first stored at if that is
@@ -86,21 +99,25 @@ impl IdWindow {
                 e.insert((offset, now_ms));
             }
         }
-        self.order.push_back((now_ms, id));
+        self.order.push_back(Stored {
+            at: now_ms,
+            offset,
+            id,
+        });
         None
     }
 
     /// Forgets ids that are no longer live at `now_ms`. Amortised O(1) per insert; call it once
     /// per batch.
     pub fn expire(&mut self, now_ms: i64) {
-        while let Some(&(stored_at, id)) = self.order.front() {
-            if self.is_live(stored_at, now_ms) {
+        while let Some(&Stored { at, offset, id }) = self.order.front() {
+            if self.is_live(at, now_ms) {
                 break;
             }
             self.order.pop_front();
             // A later insert may have replaced this id; only its own entry goes.
             if let Entry::Occupied(e) = self.ids.entry(id) {
-                if e.get().1 == stored_at {
+                if *e.get() == (offset, at) {
                     e.remove();
                 }
             }
@@ -121,20 +138,31 @@ impl IdWindow {
         is_live(self.window_ms, stored_at, now_ms)
     }
 
-    /// The remembered ids as `(id, offset, stored_at_ms)`, oldest first, for a snapshot.
-    pub fn entries(&self) -> Vec<([u8; 16], u64, i64)> {
-        let mut out: Vec<([u8; 16], u64, i64)> = self
-            .ids
-            .iter()
-            .map(|(id, &(offset, at))| (*id, offset, at))
-            .collect();
-        out.sort_unstable_by_key(|&(id, offset, at)| (at, offset, id));
-        out
+    /// The ids stored at offsets in `offsets` that are still live at `now_ms`, as
+    /// `(id, offset, stored_at_ms)` in offset order: what a deleted range of the log held that
+    /// deduplication still needs. Costs the size of the range, not of the window, and no hash
+    /// lookups: an id whose entry was replaced by a later insert (it had expired) comes out with
+    /// both, and [`IdWindow::restore`] keeps the later one, as `insert` did.
+    pub fn entries_in(
+        &self,
+        offsets: std::ops::Range<u64>,
+        now_ms: i64,
+    ) -> Vec<([u8; 16], u64, i64)> {
+        let start = self.order.partition_point(|s| s.offset < offsets.start);
+        self.order
+            .range(start..)
+            .take_while(|s| s.offset < offsets.end)
+            .filter(|s| self.is_live(s.at, now_ms))
+            .map(|s| (s.id, s.offset, s.at))
+            .collect()
     }
 
-    /// Remembers the entries of a snapshot (see [`IdWindow::entries`]).
+    /// Remembers `(id, offset, stored_at_ms)` entries (see [`IdWindow::entries`]), in offset
+    /// order whatever order they come in.
     pub fn restore(&mut self, entries: &[([u8; 16], u64, i64)]) {
-        for &(id, offset, at) in entries {
+        let mut sorted = entries.to_vec();
+        sorted.sort_unstable_by_key(|&(_, offset, _)| offset);
+        for (id, offset, at) in sorted {
             self.insert(id, offset, at);
         }
     }

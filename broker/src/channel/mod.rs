@@ -12,6 +12,7 @@ pub mod dedupe;
 pub mod delivery;
 pub mod error;
 pub mod expiry;
+pub mod id_archive;
 pub mod outbox;
 pub mod partition;
 pub mod publish;

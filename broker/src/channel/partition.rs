@@ -25,6 +25,7 @@ use super::dedupe::{IdWindow, ProducerState};
 use super::delivery::TailCache;
 use super::error::ChannelError;
 use super::expiry::Expiry;
+use super::id_archive::IdArchive;
 use super::snapshot::StateSnapshot;
 use super::subscription::{Lifetime, Subscription};
 use crate::clock::SharedClock;
@@ -156,8 +157,9 @@ impl PartitionHandle {
 /// [`ChannelError::Log`] when the log cannot be opened, or a corrupt command in it.
 pub async fn open(config: PartitionConfig, dir: PathBuf) -> Result<PartitionHandle, ChannelError> {
     let snapshot_path = StateSnapshot::path_for(&dir);
+    let archive = IdArchive::new(IdArchive::dir_for(&dir));
     let log = Log::open(dir, config.log.clone()).await?;
-    let mut partition = Partition::new(config, log, snapshot_path);
+    let mut partition = Partition::new(config, log, snapshot_path, archive);
     partition.replay().await?;
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     let id = partition.config.id;
@@ -205,6 +207,8 @@ struct Partition {
     producers: ProducerState,
     /// Recently stored message ids.
     ids: IdWindow,
+    /// Ids of deleted segments still inside the dedupe window.
+    archive: IdArchive,
     /// Offsets found expired in the current dispatch, to drop or dead-letter.
     expired: Vec<u64>,
     /// Counters and gauges of this partition.
@@ -225,7 +229,7 @@ struct Partition {
 }
 
 impl Partition {
-    fn new(config: PartitionConfig, log: Log, snapshot_path: PathBuf) -> Self {
+    fn new(config: PartitionConfig, log: Log, snapshot_path: PathBuf, archive: IdArchive) -> Self {
         let mut subs = BTreeMap::new();
         if config.kind == ChannelKind::Queue {
             let own = Subscription::new(Lifetime::Durable, config.lease, 0);
@@ -238,6 +242,7 @@ impl Partition {
             expiry: Expiry::new(config.max_age),
             producers: ProducerState::new(),
             ids: IdWindow::new(config.dedupe_window),
+            archive,
             cache: TailCache::new(config.cache_bytes),
             config,
             log,
@@ -287,7 +292,7 @@ impl Partition {
             if std::mem::take(&mut self.sweep_due) {
                 self.sweep_expired();
             }
-            if self.log.segment_count() > 1 && self.next_check <= Instant::now() {
+            if self.housekeeping() && self.next_check <= Instant::now() {
                 self.check_retention().await;
             }
             self.dispatch().await;
@@ -330,8 +335,13 @@ impl Partition {
             .ages_due()
             .into_iter()
             .chain(self.gauges_stale.then_some(self.next_refresh))
-            .chain((self.log.segment_count() > 1).then_some(self.next_check))
+            .chain(self.housekeeping().then_some(self.next_check))
             .min()
+    }
+
+    /// Whether retention has anything to look at: sealed segments or archived ids.
+    fn housekeeping(&self) -> bool {
+        self.log.segment_count() > 1 || self.archive.has_files()
     }
 
     /// Now, on the partition's clock (leases and delays).

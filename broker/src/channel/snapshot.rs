@@ -2,8 +2,11 @@
 //! before segments are deleted (purge, retention), so deleting them loses no state.
 //!
 //! A snapshot holds the durable subscriptions with their cursors' logged state, the producer
-//! sessions and the message-id window (the dedupe state, which purge must not reset), and the
-//! log position it covers. Opening a partition loads it and replays only the entries after it.
+//! sessions, and the log position it covers. Opening a partition loads it and replays only the
+//! commands after it. The message-id window is not in it: replay rebuilds it from every message
+//! batch still in the log, and the ids of deleted segments are in the partition's
+//! [id archive](crate::channel::id_archive), written once per deletion (a copy of the whole
+//! window in every snapshot would cost the window's size each time a segment goes).
 //! It knows nothing of the log's files: the partition passes a path and the numbers.
 //!
 //! ```text
@@ -24,7 +27,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::cursor::{Cursor, LoggedState};
-use super::dedupe::{IdWindow, ProducerSession, ProducerState};
+use super::dedupe::{ProducerSession, ProducerState};
 use super::error::ChannelError;
 use super::subscription::{Lifetime, Subscription};
 
@@ -85,7 +88,8 @@ pub struct StateSnapshot {
     pub subscriptions: Vec<SubscriptionState>,
     /// Producer sessions.
     pub producers: Vec<ProducerSession>,
-    /// Message-id window: `(id, offset, stored_at_ms)`, oldest first.
+    /// Message-id window `(id, offset, stored_at_ms)` as snapshots before the
+    /// [id archive](crate::channel::id_archive) held it: read and restored, written empty.
     pub ids: Vec<([u8; 16], u64, i64)>,
     /// Messages dropped by purge and retention so far (for describe and metrics).
     #[serde(default)]
@@ -93,13 +97,12 @@ pub struct StateSnapshot {
 }
 
 impl StateSnapshot {
-    /// Captures the state: `subs` (only durable ones are kept), dedupe state and position.
+    /// Captures the state: `subs` (only durable ones are kept), producer sessions and position.
     pub fn capture<'a>(
         next_entry: u64,
         committed: u64,
         subs: impl Iterator<Item = (&'a String, &'a Subscription)>,
         producers: &ProducerState,
-        ids: &IdWindow,
     ) -> Self {
         let subscriptions = subs
             .filter(|(_, s)| s.is_logged())
@@ -111,7 +114,7 @@ impl StateSnapshot {
             committed,
             subscriptions,
             producers: producers.sessions(),
-            ids: ids.entries(),
+            ids: Vec::new(),
             purged: 0,
         }
     }

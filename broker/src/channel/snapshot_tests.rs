@@ -53,23 +53,6 @@ fn a_restored_cursor_merges_acked_ranges_that_touch_its_floor() {
 }
 
 #[test]
-fn a_restored_id_window_answers_the_same_duplicates() {
-    let mut ids = IdWindow::new(Duration::from_secs(60));
-    ids.insert([1; 16], 10, 1_000);
-    ids.insert([2; 16], 11, 2_000);
-    ids.insert([1; 16], 12, 3_000);
-    let mut back = IdWindow::new(Duration::from_secs(60));
-    back.restore(&ids.entries());
-    for id in [[1; 16], [2; 16], [3; 16]] {
-        assert_eq!(back.lookup(&id, 5_000), ids.lookup(&id, 5_000));
-    }
-    assert_eq!(back.lookup(&[1; 16], 5_000), Some(10));
-    back.expire(61_500);
-    assert_eq!(back.lookup(&[1; 16], 61_500), None);
-    assert_eq!(back.lookup(&[2; 16], 61_500), Some(11));
-}
-
-#[test]
 fn restored_producer_sessions_give_the_same_verdicts() {
     let mut producers = ProducerState::new();
     producers.record(7, 2, 0, 5, 100);
@@ -107,9 +90,7 @@ fn a_stored_snapshot_loads_back_equal() {
     );
     let mut producers = ProducerState::new();
     producers.record(7, 1, 0, 3, 40);
-    let mut ids = IdWindow::new(Duration::from_secs(60));
-    ids.insert([4; 16], 41, 1_000);
-    let snapshot = StateSnapshot::capture(17, 42, subs.iter(), &producers, &ids);
+    let snapshot = StateSnapshot::capture(17, 42, subs.iter(), &producers);
     assert_eq!(snapshot.subscriptions.len(), 1, "only durable ones");
     snapshot.store(&path).unwrap();
     assert_eq!(StateSnapshot::load(&path).unwrap(), Some(snapshot.clone()));
@@ -122,13 +103,7 @@ fn a_stored_snapshot_loads_back_equal() {
 fn a_damaged_snapshot_is_an_error_not_an_empty_state() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("0.snapshot");
-    let snapshot = StateSnapshot::capture(
-        1,
-        1,
-        std::iter::empty(),
-        &ProducerState::new(),
-        &IdWindow::new(Duration::ZERO),
-    );
+    let snapshot = StateSnapshot::capture(1, 1, std::iter::empty(), &ProducerState::new());
     snapshot.store(&path).unwrap();
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 1;

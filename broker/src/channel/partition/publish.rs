@@ -230,14 +230,18 @@ impl Partition {
         }
     }
 
-    /// Learns producer sessions and recent message ids from a stored batch (replay).
-    pub(super) fn observe_for_dedupe(&mut self, batch: &RecordBatch, now: i64) {
+    /// Learns the producer session of a stored batch (replay).
+    pub(super) fn observe_session(&mut self, batch: &RecordBatch) {
         let (pid, count) = (batch.producer_id(), batch.record_count());
         if pid != 0 {
             let (epoch, seq) = (batch.producer_epoch(), batch.base_sequence());
             self.producers
                 .record(pid, epoch, seq, count, batch.base_offset());
         }
+    }
+
+    /// Learns the message ids of a stored batch still inside the window at `now` (replay).
+    pub(super) fn observe_ids(&mut self, batch: &RecordBatch, now: i64) {
         if self.ids.window_is_off() || !self.ids.covers(batch.first_timestamp(), now) {
             return;
         }

@@ -17,6 +17,7 @@ use super::writes::Done;
 use super::Partition;
 use crate::channel::command::Command;
 use crate::channel::error::ChannelError;
+use crate::channel::id_archive::IdArchive;
 use crate::log::SegmentInfo;
 
 /// How often a partition with sealed segments looks for ones it may delete.
@@ -88,6 +89,7 @@ impl Partition {
     /// The periodic retention check: cheap when nothing can go.
     pub(super) async fn check_retention(&mut self) {
         self.next_check = Instant::now() + CHECK_EVERY;
+        self.forget_archived_ids();
         if self.failed.is_some() {
             return; // the log refuses changes; the failure was reported once already
         }
@@ -129,6 +131,7 @@ impl Partition {
         if !whole && !everything {
             return Ok(());
         }
+        self.archive_ids(mark).await?;
         self.save_snapshot().await?;
         self.log.purge_segments_before(mark).await?;
         self.cache.drop_below(self.log.first_offset());
@@ -136,6 +139,33 @@ impl Partition {
         let stats = self.log.stats();
         tracing::debug!(channel = %self.config.channel, partition = self.config.id, mark, segments = stats.segments, bytes = stats.bytes, "segments deleted");
         Ok(())
+    }
+
+    /// Writes the live ids stored below `mark` that are still in the log to a new archive
+    /// file, before the segments holding them go (replay rebuilds the rest from the log).
+    async fn archive_ids(&mut self, mark: u64) -> Result<(), ChannelError> {
+        if self.ids.window_is_off() {
+            return Ok(());
+        }
+        let ids = self
+            .ids
+            .entries_in(self.log.first_offset()..mark, self.now_ms());
+        let dir = self.archive.dir().to_owned();
+        let written = tokio::task::spawn_blocking(move || IdArchive::write(&dir, &ids))
+            .await
+            .map_err(|e| ChannelError::InvalidArgument(format!("archiving ids: {e}")))??;
+        if let Some(file) = written {
+            self.archive.add(file);
+        }
+        Ok(())
+    }
+
+    /// Deletes the archive files whose ids have all left the dedupe window.
+    pub(super) fn forget_archived_ids(&mut self) {
+        let (ids, now) = (&self.ids, self.now_ms());
+        if let Err(e) = self.archive.forget_expired(|at| ids.covers(at, now)) {
+            tracing::error!(channel = %self.config.channel, partition = self.config.id, "{e}");
+        }
     }
 
     /// The lowest ack floor of the subscriptions; the committed offset when there are none

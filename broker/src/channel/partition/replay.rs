@@ -1,10 +1,10 @@
 //! Rebuilding a partition's committed state on open: the state snapshot if there is one, then
 //! the log entries after it.
 //!
-//! Message batches still in the log are read from its first entry either way, because the
-//! expiry index is not in the snapshot; their dedupe effect is only taken for entries after the
-//! snapshot (the snapshot holds the rest, including what purged segments held). Commands are
-//! applied only after the snapshot.
+//! Message batches still in the log are read from its first entry either way, because neither
+//! the expiry index nor the message-id window is in the snapshot (the ids of deleted segments
+//! come from the id archive, read first). Producer sessions are taken only from batches after
+//! the snapshot, and commands are applied only after it.
 
 use sluice_protocol::RecordBatch;
 use tokio::time::Instant;
@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::{Partition, READ_CHUNK};
 use crate::channel::command::Command;
 use crate::channel::error::ChannelError;
+use crate::channel::id_archive::{ArchivedId, IdArchive};
 use crate::channel::snapshot::StateSnapshot;
 
 impl Partition {
@@ -26,10 +27,12 @@ impl Partition {
         let loaded = tokio::task::spawn_blocking(move || StateSnapshot::load(&path))
             .await
             .map_err(|e| ChannelError::InvalidArgument(format!("loading snapshot: {e}")))??;
+        let mut ids = self.load_archived_ids().await?;
         let after = match loaded {
-            Some(snapshot) => self.restore(snapshot)?,
+            Some(snapshot) => self.restore(snapshot, &mut ids)?,
             None => 0,
         };
+        self.ids.restore(&ids);
         let (now, now_ms) = (self.now(), self.now_ms());
         let mut next = self.log.first_entry();
         while next < self.log.next_entry() {
@@ -48,8 +51,27 @@ impl Partition {
         Ok(())
     }
 
-    /// Takes the snapshot's state; returns the entry replay resumes at.
-    fn restore(&mut self, snapshot: StateSnapshot) -> Result<u64, ChannelError> {
+    /// Reads the id archive (ids of deleted segments) and forgets its expired files.
+    async fn load_archived_ids(&mut self) -> Result<Vec<ArchivedId>, ChannelError> {
+        let dir = self.archive.dir().to_owned();
+        let (archive, ids) = tokio::task::spawn_blocking(move || {
+            let mut archive = IdArchive::new(dir);
+            archive.load().map(|ids| (archive, ids))
+        })
+        .await
+        .map_err(|e| ChannelError::InvalidArgument(format!("loading id archive: {e}")))??;
+        self.archive = archive;
+        self.forget_archived_ids();
+        Ok(ids)
+    }
+
+    /// Takes the snapshot's state (its legacy ids go to `ids`); returns the entry replay
+    /// resumes at.
+    fn restore(
+        &mut self,
+        snapshot: StateSnapshot,
+        ids: &mut Vec<ArchivedId>,
+    ) -> Result<u64, ChannelError> {
         if snapshot.next_entry > self.log.next_entry()
             || snapshot.committed > self.log.next_offset()
         {
@@ -71,7 +93,7 @@ impl Partition {
                 .insert(state.name.clone(), state.to_subscription());
         }
         self.producers.restore(&snapshot.producers);
-        self.ids.restore(&snapshot.ids);
+        ids.extend_from_slice(&snapshot.ids);
         self.purged = snapshot.purged;
         Ok(snapshot.next_entry)
     }
@@ -91,8 +113,11 @@ impl Partition {
             }
         } else {
             self.expiry.observe(batch);
+            // Ids from every batch still in the log (the snapshot holds none); sessions only
+            // from batches after it (it holds them as of its entry).
+            self.observe_ids(batch, now_ms);
             if after_snapshot {
-                self.observe_for_dedupe(batch, now_ms);
+                self.observe_session(batch);
             }
         }
         Ok(())
@@ -113,7 +138,6 @@ impl Partition {
             self.log.next_offset(),
             self.subs.iter(),
             &self.producers,
-            &self.ids,
         );
         snapshot.purged = self.purged;
         let path = self.snapshot_path.clone();
