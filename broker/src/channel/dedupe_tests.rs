@@ -101,6 +101,26 @@ fn entries_in_a_range_are_the_live_ones_in_offset_order_and_restore_to_the_same_
 }
 
 #[test]
+fn sequence_numbers_wrap_around() {
+    let mut w = window();
+    w.head = u32::MAX - 2;
+    for i in 0..6u8 {
+        w.insert([i; 16], u64::from(i), 1_000 + i64::from(i) * 10);
+    }
+    for i in 0..6u8 {
+        assert_eq!(w.lookup(&[i; 16], 1_090), Some(u64::from(i)), "{i}");
+    }
+    w.expire(1_125);
+    assert_eq!(w.len(), 3);
+    assert_eq!(w.lookup(&[2; 16], 1_125), None);
+    assert_eq!(w.lookup(&[3; 16], 1_125), Some(3));
+    w.insert([3; 16], 99, 1_200); // expired at 1_130: replaced, past the wrap
+    assert_eq!(w.lookup(&[3; 16], 1_200), Some(99));
+    w.expire(1_300);
+    assert!(w.is_empty());
+}
+
+#[test]
 fn a_zero_window_remembers_nothing() {
     let mut w = IdWindow::new(Duration::ZERO);
     w.insert(ID, 1, 1_000);

@@ -301,7 +301,8 @@ mod tests {
 
     #[test]
     fn damaged_files_are_typed_errors_naming_the_file() {
-        let cases: [(&str, fn(&mut Vec<u8>)); 4] = [
+        type Damage = fn(&mut Vec<u8>);
+        let cases: [(&str, Damage); 4] = [
             ("checksum mismatch", |b| *b.last_mut().unwrap() ^= 1),
             ("shorter than its header", |b| b.truncate(5)),
             ("bad magic", |b| b[0] = b'X'),
