@@ -82,3 +82,37 @@ async fn max_age_expires_old_messages_to_the_dead_letter_queue_when_configured()
     );
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_message_is_dead_lettered_as_expired_even_past_max_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let broker = TestBroker::start_on(dir.path(), &clock).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let settings = ChannelSettings {
+        max_deliveries: Some(1),
+        expired_to_dead_letter: Some(true),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel("once", ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+    let producer = client.producer("once").build().await.unwrap();
+    let ttl = Duration::from_secs(10);
+    producer.send(Message::new("late").ttl(ttl)).await.unwrap();
+    let mut consumer = client.consumer("once").subscribe().await.unwrap();
+    let held = next(&mut consumer).await;
+    // It expires while held, then comes back past max_deliveries: expiry decides, as the
+    // sweeper would have.
+    clock.advance(ttl);
+    held.nack(Duration::ZERO).await.unwrap();
+    let mut dlq = common::subscribe_when_ready(&client, "once.dlq").await;
+    let dead = next(&mut dlq).await;
+    assert_eq!(text(&dead), "late");
+    assert_eq!(
+        dead.header("sluice-death-reason").map(|v| v.to_vec()),
+        Some(b"expired".to_vec())
+    );
+    broker.stop().await;
+}

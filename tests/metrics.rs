@@ -318,3 +318,48 @@ async fn dead_letters_and_duplicates_are_counted_once_each() {
     broker.stop().await;
     stop_metrics.cancel();
 }
+
+/// A channel whose messages expire while a consumer holds them.
+const LATE: &str = "metered-late";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_ack_of_a_message_that_expired_meanwhile_is_not_counted_as_acked() {
+    let (metrics, stop_metrics) = start_endpoint().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let broker = TestBroker::start_on(dir.path(), &clock).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let settings = ChannelSettings {
+        partitions: Some(1),
+        lease_ms: Some(LEASE.as_millis() as u64),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel(LATE, ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+    let producer = client.producer(LATE).build().await.unwrap();
+    let ttl = Duration::from_secs(5);
+    producer.send(Message::new("brief").ttl(ttl)).await.unwrap();
+    let mut consumer = client.consumer(LATE).subscribe().await.unwrap();
+    let held = next(&mut consumer).await;
+
+    // The lease runs out after the message expired: the broker takes it back and drops it.
+    clock.advance(LEASE);
+    eventually("the expired message to be dropped", || async {
+        let d = client.describe_channel(LATE).await.unwrap();
+        d.subscriptions[0].backlog == 0
+    })
+    .await;
+    held.ack().await.unwrap();
+    let m = Metrics::scrape_for(metrics, LATE).await;
+    assert_eq!(m.count("sluice_messages_expired_total", &[]), 1);
+    assert_eq!(
+        m.count("sluice_messages_acked_total", &[]),
+        0,
+        "settled once, as expired"
+    );
+    consumer.close().await.unwrap();
+    broker.stop().await;
+    stop_metrics.cancel();
+}

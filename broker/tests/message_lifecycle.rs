@@ -10,16 +10,18 @@
 //! delivery count taken from the logged returns.
 //!
 //! The harness mirrors `channel/partition.rs` and `partition/moves.rs`: a logged command is
-//! appended to `log` and applied only when a `Flush` makes it durable, in log order; expired
-//! messages are dropped in memory at once and settled through the log; dead-letter and invalid
-//! moves are in progress until `FinishMove` logs their `Settle` (or a `Return` when the move
-//! failed); a crash keeps the durable log plus some prefix of what was still being written.
-//! Like the partition, the expiry sweep skips messages that are being moved out. It also skips
-//! messages whose return is not yet durable, which the partition does not track: there a
-//! message acked while its lease ran out can be counted both acked and expired (it is never
-//! delivered twice).
+//! appended to `log` and applied only when a `Flush` makes it durable, in log order, except
+//! that acks and expiry drops also take effect in memory at once (so a message acked while its
+//! lease ran out is never also counted expired); dead-letter and invalid moves are in progress
+//! until `FinishMove` logs their `Settle` (or a `Return` when the move failed); a crash keeps
+//! the durable log plus some prefix of what was still being written. Like the partition, the
+//! expiry sweep skips messages that are being moved out, and may drop one whose return is not
+//! yet durable (the return then finds it settled).
+//!
+//! `tests/message_lifecycle_properties.rs` checks the same property end to end, through the
+//! client against a running broker.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -215,9 +217,6 @@ struct Harness {
     messages: Vec<Message>,
     /// Dead-letter and invalid moves in progress (the partition's `moves`).
     moves: Vec<Move>,
-    /// Offsets whose consumer sent an ack that is not durable yet: a well-behaved consumer
-    /// settles a delivery once, so it does not nack or reject these.
-    acking: BTreeSet<u64>,
 }
 
 impl Harness {
@@ -231,7 +230,6 @@ impl Harness {
             applied: 0,
             messages: Vec::new(),
             moves: Vec::new(),
-            acking: BTreeSet::new(),
         }
     }
 
@@ -326,7 +324,9 @@ impl Harness {
 
     fn ack(&mut self, key: ConsumerKey, pick: u8) {
         if let Some(o) = self.pick_held(key, pick) {
-            self.acking.insert(o);
+            // In memory at once, as the partition does, then logged.
+            self.cursor.apply_ack(o, o + 1);
+            self.settle(o, Outcome::Acked);
             self.append(Command::Ack {
                 subscription: SUB.into(),
                 ranges: vec![(o, o + 1)],
@@ -376,7 +376,7 @@ impl Harness {
         let offsets: Vec<u64> = (self.cursor.ack_floor()..self.end())
             .filter(|&o| self.is_expired(o, now))
             .filter(|&o| !self.cursor.is_acked(o) && !self.cursor.is_held(o))
-            .filter(|&o| !self.is_taken(o))
+            .filter(|&o| !self.is_moving(o))
             .collect();
         if !offsets.is_empty() {
             self.drop_expired(offsets);
@@ -493,7 +493,6 @@ impl Harness {
                 for &(from, to) in ranges {
                     self.cursor.apply_ack(from, to);
                     for o in from..to {
-                        self.acking.remove(&o);
                         self.settle(o, Outcome::Acked);
                     }
                 }
@@ -527,7 +526,6 @@ impl Harness {
         let kept = self.applied + usize::from(survivors) % (unwritten + 1);
         self.log.truncate(kept);
         self.moves.clear();
-        self.acking.clear();
         for command in &mut self.log {
             let batch = command.to_batch();
             assert!(batch.is_control());
@@ -558,11 +556,16 @@ impl Harness {
             .is_some_and(|at| at <= now)
     }
 
-    /// Pending, but out of flight with a return, an ack or a move on its way.
-    fn is_taken(&self, offset: u64) -> bool {
-        let m = &self.messages[offset as usize];
-        let out = !m.is_done() && m.place == Place::Out;
-        out || self.acking.contains(&offset)
+    /// Being moved out: a dead-letter or invalid move is on its way, or its `Settle` is not
+    /// applied yet (the partition's `moving`).
+    fn is_moving(&self, offset: u64) -> bool {
+        let settling = self.log[self.applied..].iter().any(|c| match c {
+            Command::Settle {
+                offsets, outcome, ..
+            } => outcome != "expired" && offsets.contains(&offset),
+            _ => false,
+        });
+        settling || self.moves.iter().any(|m| m.offsets.contains(&offset))
     }
 
     fn settle(&mut self, offset: u64, outcome: Outcome) {
@@ -598,11 +601,7 @@ impl Harness {
     }
 
     fn pick_held(&self, key: ConsumerKey, pick: u8) -> Option<u64> {
-        let held: Vec<u64> = self
-            .held_where(|holder, _| holder == key)
-            .into_iter()
-            .filter(|o| !self.acking.contains(o))
-            .collect();
+        let held = self.held_where(|holder, _| holder == key);
         (!held.is_empty()).then(|| held[usize::from(pick) % held.len()])
     }
 

@@ -116,13 +116,13 @@ impl Cursor {
         1 + self.returns.get(&offset).copied().unwrap_or(0)
     }
 
-    /// Applies a committed ack of `[from, to)`.
-    pub fn apply_ack(&mut self, from: u64, to: u64) {
+    /// Applies an ack of `[from, to)`; returns how many of those offsets were not done before.
+    pub fn apply_ack(&mut self, from: u64, to: u64) -> u64 {
         let from = from.max(self.ack_floor);
         if from >= to {
-            return;
+            return 0;
         }
-        self.acked.insert(from, to);
+        let added = self.acked.insert(from, to);
         self.cut_in_flight(from, to);
         self.ready.retain(|o| !(from..to).contains(o));
         self.delayed.retain(|(_, o)| !(from..to).contains(o));
@@ -133,6 +133,7 @@ impl Cursor {
             self.ack_floor = end;
         }
         self.next_unsent = self.next_unsent.max(self.ack_floor);
+        added
     }
 
     /// Applies a committed return of `offsets`; they are redelivered from `ready_at` on.
@@ -299,7 +300,9 @@ impl Cursor {
         (start <= offset && offset < flight.end).then_some(flight)
     }
 
-    fn promote_delayed(&mut self, now: Instant) {
+    /// Makes the returns whose nack delay has passed by `now` ready for redelivery, so
+    /// [`Cursor::next_wakeup`] looks past them.
+    pub fn promote_delayed(&mut self, now: Instant) {
         while let Some(&(at, offset)) = self.delayed.first() {
             if at > now {
                 break;

@@ -139,3 +139,23 @@ fn replayed_state_redelivers_every_unacked_offset_with_its_count() {
     ];
     assert_eq!(g, expected);
 }
+
+#[test]
+fn a_nack_delay_that_passed_leaves_the_wakeups_once_promoted() {
+    let now = Instant::now();
+    let delay = Duration::from_secs(5);
+    let mut c = Cursor::new(0);
+    c.grant(1, 1, 1, now, now + LEASE);
+    c.take_held(1, &[0]);
+    c.apply_return(&[0], now + delay, now);
+    assert_eq!(c.next_wakeup(), Some(now + delay));
+    // The delay passes while no consumer has credit: the partition's timer promotes the
+    // return, so it does not fire again at once, and the return is ready for the next grant.
+    c.promote_delayed(now + delay);
+    assert_eq!(c.next_wakeup(), None);
+    assert_eq!(c.deliverable(1, now + delay), 1);
+    assert_eq!(
+        offsets(&c.grant(2, 1, 1, now + delay, now + LEASE)),
+        vec![0]
+    );
+}

@@ -3,8 +3,10 @@
 //! Requests arrive through a bounded queue and are taken in bursts. Publishes and logged
 //! commands are appended to the log at once and answered or applied when the log says they are
 //! durable, in log order; so whatever arrived together shares one fsync (group commit), and the
-//! state seen by consumers is always the committed state. After every burst the task hands out
-//! deliveries to consumers with free credit.
+//! state seen by consumers is always the committed state. Settling a message is the one
+//! exception: an ack or an expiry drop also takes effect in memory at once, so no other way of
+//! settling it (a lease running out, the sweeper, a dead-letter move) can race it and count
+//! it twice. After every burst the task hands out deliveries to consumers with free credit.
 //!
 //! It does not know frames or sockets: answers go to an [`Outbox`](super::outbox::Outbox).
 
@@ -224,7 +226,8 @@ struct Partition {
     /// Whether state changed since the gauges were last set (a timer then sets them).
     gauges_stale: bool,
     /// Whether expired messages may be waiting at a subscription's head with no timer due to
-    /// sweep them (after opening: the expiry timer only looks ahead).
+    /// sweep them (the expiry timer only looks ahead): after opening, and after messages that
+    /// expired while held were returned.
     sweep_due: bool,
 }
 
@@ -355,13 +358,18 @@ impl Partition {
         self.config.clock.now_ms()
     }
 
-    /// Returns expired leases to their subscriptions and sweeps expired messages.
+    /// Returns expired leases to their subscriptions, readies returns whose nack delay passed
+    /// (or the timer would fire again at once while no consumer has credit for them), and
+    /// sweeps expired messages.
     fn on_timer(&mut self) {
         let now = self.now();
         let expired: Vec<(String, Vec<u64>)> = self
             .subs
             .iter_mut()
-            .map(|(name, sub)| (name.clone(), sub.cursor.take_expired(now)))
+            .map(|(name, sub)| {
+                sub.cursor.promote_delayed(now);
+                (name.clone(), sub.cursor.take_expired(now))
+            })
             .filter(|(_, offsets)| !offsets.is_empty())
             .collect();
         for (name, offsets) in expired {

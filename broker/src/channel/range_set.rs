@@ -10,23 +10,29 @@ pub struct RangeSet {
 }
 
 impl RangeSet {
-    /// Adds `[start, end)`, merging with neighbours.
-    pub fn insert(&mut self, mut start: u64, mut end: u64) {
+    /// Adds `[start, end)`, merging with neighbours; returns how many of its offsets were not
+    /// in the set before.
+    pub fn insert(&mut self, start: u64, end: u64) -> u64 {
         if start >= end {
-            return;
+            return 0;
         }
+        let (mut from, mut to) = (start, end);
+        let mut present = 0;
         if let Some((&s, &e)) = self.ranges.range(..=start).next_back() {
             if e >= start {
-                start = s;
-                end = end.max(e);
+                present += e.min(end) - start;
+                from = s;
+                to = to.max(e);
                 self.ranges.remove(&s);
             }
         }
-        while let Some((&s, &e)) = self.ranges.range(start..=end).next() {
-            end = end.max(e);
+        while let Some((&s, &e)) = self.ranges.range(from..=to).next() {
+            present += e.min(end).saturating_sub(s);
+            to = to.max(e);
             self.ranges.remove(&s);
         }
-        self.ranges.insert(start, end);
+        self.ranges.insert(from, to);
+        end - start - present
     }
 
     /// Whether `offset` is in the set.
@@ -123,8 +129,9 @@ mod tests {
                     set.remove_below(start);
                     model = model.split_off(&start);
                 } else {
-                    set.insert(start, start + len);
+                    let before = model.len() as u64;
                     model.extend(start..start + len);
+                    prop_assert_eq!(set.insert(start, start + len), model.len() as u64 - before);
                 }
                 prop_assert_eq!(set.len(), model.len() as u64);
                 for x in 0..80 {

@@ -61,6 +61,10 @@ impl Partition {
                 offsets,
                 delay_ms,
             } => {
+                let now_ms = self.now_ms();
+                if offsets.iter().any(|&o| self.expiry.is_expired(o, now_ms)) {
+                    self.sweep_due = true; // expired while held: no timer is due for it
+                }
                 if let Some(sub) = self.subs.get_mut(&subscription) {
                     let ready_at = now + Duration::from_millis(delay_ms);
                     sub.cursor.apply_return(&offsets, ready_at, now);

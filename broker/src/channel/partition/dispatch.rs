@@ -72,12 +72,8 @@ impl Partition {
             }
             let deadline = now + handle.lease.unwrap_or(sub.lease);
             let mut grants = sub.cursor.grant(key, got, self.committed, now, deadline);
-            let max = self.config.dead_letters.max_deliveries;
-            for g in grants.iter().filter(|g| g.count > max) {
-                let offsets: Vec<u64> = (g.start..g.end).collect();
-                self.doomed.extend(sub.cursor.take_held(key, &offsets));
-            }
-            grants.retain(|g| g.count <= max);
+            // Expiry first: an expired message is settled as expired whatever its delivery
+            // count, as the sweeper would have settled it.
             if self.expiry.is_active() {
                 let now_ms = self.config.clock.now_ms();
                 let expired: Vec<u64> = grants
@@ -89,6 +85,12 @@ impl Partition {
                     grants = without(grants, &expired);
                 }
             }
+            let max = self.config.dead_letters.max_deliveries;
+            for g in grants.iter().filter(|g| g.count > max) {
+                let offsets: Vec<u64> = (g.start..g.end).collect();
+                self.doomed.extend(sub.cursor.take_held(key, &offsets));
+            }
+            grants.retain(|g| g.count <= max);
             let used: u64 = grants.iter().map(|g| g.end - g.start).sum();
             handle.credit.refund(got - used);
             if used > 0 {

@@ -338,7 +338,21 @@ impl Partition {
             ));
             return reply.send(Err(e.to_wire()));
         }
-        let acked = ranges.iter().map(|(from, to)| to - from).sum();
+        let ranges = self.without_moving(&subscription, ranges);
+        if ranges.is_empty() {
+            return reply.send(Ok(Response::Ok));
+        }
+        // Applied in memory at once, as an expiry drop is, so that nothing decided before the
+        // ack is durable (the sweeper, a lease running out, a redelivery past max_deliveries)
+        // settles these offsets a second way; answered once durable. A crash before that loses
+        // only the ack: the message is delivered again.
+        let acked = match self.subs.get_mut(&subscription) {
+            Some(sub) if self.failed.is_none() => ranges
+                .iter()
+                .map(|&(from, to)| sub.cursor.apply_ack(from, to))
+                .sum(),
+            _ => 0,
+        };
         self.metrics.acked(&subscription, acked);
         self.change(
             Command::Ack {
@@ -347,6 +361,27 @@ impl Partition {
             },
             Done::Reply(reply),
         );
+    }
+
+    /// `ranges` without the offsets being moved out of `subscription`: their move settles them.
+    fn without_moving(&self, subscription: &str, ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+        let Some(moving) = self.moving.get(subscription).filter(|m| !m.is_empty()) else {
+            return ranges;
+        };
+        let mut kept = Vec::with_capacity(ranges.len());
+        for (from, to) in ranges {
+            let mut start = from;
+            for &offset in moving.range(from..to) {
+                if offset > start {
+                    kept.push((start, offset));
+                }
+                start = offset + 1;
+            }
+            if start < to {
+                kept.push((start, to));
+            }
+        }
+        kept
     }
 
     fn nack(&mut self, key: ConsumerKey, offsets: &[u64], delay: Duration, reply: Reply) {
