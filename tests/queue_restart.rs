@@ -67,3 +67,50 @@ async fn unacked_messages_survive_a_restart_and_acked_ones_never_return() {
     assert_eq!(described.subscriptions[0].backlog, 0);
     broker.stop().await;
 }
+
+/// After a restart the tail cache is empty, so every delivery is read back from the log, a chunk
+/// (1 MiB) at a time; a backlog of several chunks comes out complete and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_several_log_reads_is_delivered_in_order_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    client
+        .create_channel("big", ChannelKind::Queue, ChannelSettings::default())
+        .await
+        .unwrap();
+    let producer = client.producer("big").build().await.unwrap();
+    let filler = "x".repeat(1000);
+    let mut sent = 0;
+    for batch_size in (1..=60).cycle().take(120) {
+        let batch = (sent..sent + batch_size)
+            .map(|i| Message::new(format!("{i:05} {filler}")).into_inner())
+            .collect();
+        producer.send_batch(batch).await.unwrap();
+        sent += batch_size;
+    }
+    assert!(sent * 1000 > 3 << 20, "more than three log reads: {sent}");
+    broker.stop().await;
+
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let mut consumer = client
+        .consumer("big")
+        .prefetch(500)
+        .subscribe()
+        .await
+        .unwrap();
+    for expected in 0..sent {
+        let d = next(&mut consumer).await;
+        let body = text(&d);
+        assert_eq!(
+            &body[..5],
+            format!("{expected:05}"),
+            "offset {}",
+            d.offset()
+        );
+        assert_eq!(d.delivery_count(), 1);
+        d.ack().await.unwrap();
+    }
+    broker.stop().await;
+}

@@ -2,8 +2,10 @@
 //! zero-copy slicing of their records.
 //!
 //! Recent committed message batches stay in memory so consumers that keep up never cause a disk
-//! read; older ones are read back from the log on demand.
+//! read; older ones are read back from the log on demand, a chunk at a time, and the chunk is kept
+//! for the grants that follow.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 
 use bytes::Buf;
@@ -19,6 +21,9 @@ pub struct TailCache {
     bytes: usize,
     /// Eviction threshold.
     max_bytes: usize,
+    /// Index of the batch `find` returned last: consumers read in order, so the next request is
+    /// usually for it or the one after, and a binary search (a cache miss per probe) is skipped.
+    last: Cell<usize>,
 }
 
 impl TailCache {
@@ -28,6 +33,7 @@ impl TailCache {
             batches: VecDeque::new(),
             bytes: 0,
             max_bytes,
+            last: Cell::new(0),
         }
     }
 
@@ -44,10 +50,16 @@ impl TailCache {
 
     /// The cached batch holding `offset`, if it is cached.
     pub fn find(&self, offset: u64) -> Option<&RecordBatch> {
-        let i = self.batches.partition_point(|b| b.next_offset() <= offset);
-        self.batches
-            .get(i)
-            .filter(|b| b.base_offset() <= offset && offset < b.next_offset())
+        let last = self.last.get();
+        let i = [last, last + 1, self.batches.len().wrapping_sub(1)]
+            .into_iter()
+            .find(|&i| self.batches.get(i).is_some_and(|b| holds(b, offset)))
+            .unwrap_or_else(|| self.batches.partition_point(|b| b.next_offset() <= offset));
+        let found = self.batches.get(i).filter(|b| holds(b, offset));
+        if found.is_some() {
+            self.last.set(i);
+        }
+        found
     }
 
     /// Drops the batches wholly below `offset` (their segments were deleted).
@@ -56,6 +68,41 @@ impl TailCache {
             self.bytes -= old.len();
         }
     }
+}
+
+/// The message batches of the latest log read, for consumers behind the [`TailCache`].
+///
+/// A log read returns a chunk of batches; the consumer's next grants usually want the ones after
+/// the batch it needed, so the chunk stays here until the next read replaces it, and each chunk
+/// is read (and checksummed) once rather than once per batch delivered from it.
+#[derive(Debug, Default)]
+pub struct ReadBehind {
+    /// Message batches of the last read, in offset order.
+    batches: Vec<RecordBatch>,
+}
+
+impl ReadBehind {
+    /// The kept batch holding `offset`, if any.
+    pub fn find(&self, offset: u64) -> Option<&RecordBatch> {
+        let i = self.batches.partition_point(|b| b.next_offset() <= offset);
+        self.batches.get(i).filter(|b| holds(b, offset))
+    }
+
+    /// Keeps the message batches of a new read (control batches never reach consumers).
+    pub fn replace(&mut self, batches: Vec<RecordBatch>) {
+        self.batches = batches;
+        self.batches.retain(|b| !b.is_control());
+    }
+
+    /// Forgets everything (the batches' segments were deleted).
+    pub fn clear(&mut self) {
+        self.batches = Vec::new();
+    }
+}
+
+/// Whether `batch` holds the record at `offset`.
+fn holds(batch: &RecordBatch, offset: u64) -> bool {
+    batch.base_offset() <= offset && offset < batch.next_offset()
 }
 
 /// The records `[from, to)` of `batch` (absolute offsets, clamped to the batch) as one delivery.
@@ -140,5 +187,51 @@ mod tests {
         assert!(cache.find(3).is_none());
         cache.push(batch(3, &["d"]));
         assert!(cache.find(0).is_none(), "oldest evicted past 200 bytes");
+    }
+
+    #[test]
+    fn the_cache_finds_every_offset_in_any_order() {
+        let mut cache = TailCache::new(1 << 20);
+        for base in (0..40).step_by(2) {
+            cache.push(batch(base, &["x", "y"]));
+        }
+        let order: Vec<u64> = (0..40)
+            .chain((0..40).rev())
+            .chain([7, 31, 0, 39, 12])
+            .collect();
+        for offset in order {
+            let b = cache.find(offset).unwrap();
+            assert!(
+                holds(b, offset),
+                "offset {offset} found in {}",
+                b.base_offset()
+            );
+        }
+        assert!(cache.find(40).is_none());
+        cache.drop_below(10);
+        assert!(cache.find(8).is_none(), "dropped, whatever the hint said");
+        assert_eq!(cache.find(10).unwrap().base_offset(), 10);
+    }
+
+    #[test]
+    fn read_behind_keeps_the_message_batches_of_the_last_read() {
+        let mut kept = ReadBehind::default();
+        assert!(kept.find(0).is_none());
+        let mut control = BatchBuilder::control();
+        control.push_raw(b"cmd");
+        let control = control.finish().unwrap().stamp(Stamp {
+            base_offset: 2,
+            entry_index: 1,
+            term: 1,
+            timestamp: 9,
+        });
+        kept.replace(vec![batch(0, &["a", "b"]), control, batch(2, &["c"])]);
+        assert_eq!(kept.find(1).unwrap().base_offset(), 0);
+        assert_eq!(kept.find(2).unwrap().record_count(), 1);
+        assert!(kept.find(3).is_none());
+        kept.replace(vec![batch(3, &["d"])]);
+        assert!(kept.find(0).is_none(), "replaced");
+        kept.clear();
+        assert!(kept.find(3).is_none());
     }
 }

@@ -24,7 +24,7 @@ use super::consumer::ConsumerHandle;
 use super::cursor::ConsumerKey;
 use super::dead_letter::MoveSink;
 use super::dedupe::{IdWindow, ProducerState};
-use super::delivery::TailCache;
+use super::delivery::{ReadBehind, TailCache};
 use super::error::ChannelError;
 use super::expiry::Expiry;
 use super::id_archive::IdArchive;
@@ -209,6 +209,8 @@ struct Partition {
     producers: ProducerState,
     /// Recently stored message ids.
     ids: IdWindow,
+    /// The last chunk read from the log for consumers behind the tail cache.
+    read_behind: ReadBehind,
     /// Ids of deleted segments still inside the dedupe window.
     archive: IdArchive,
     /// Offsets found expired in the current dispatch, to drop or dead-letter.
@@ -246,6 +248,7 @@ impl Partition {
             producers: ProducerState::new(),
             ids: IdWindow::new(config.dedupe_window),
             archive,
+            read_behind: ReadBehind::default(),
             cache: TailCache::new(config.cache_bytes),
             config,
             log,

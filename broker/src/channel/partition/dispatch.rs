@@ -142,7 +142,11 @@ impl Partition {
 
     /// The committed message batch holding `offset`, from the cache or the log.
     pub(super) async fn batch_at(&mut self, offset: u64) -> Option<RecordBatch> {
-        if let Some(batch) = self.cache.find(offset) {
+        if let Some(batch) = self
+            .cache
+            .find(offset)
+            .or_else(|| self.read_behind.find(offset))
+        {
             return Some(batch.clone());
         }
         let batches = match self.log.read(offset, READ_CHUNK).await {
@@ -152,9 +156,8 @@ impl Partition {
                 return None;
             }
         };
-        batches
-            .into_iter()
-            .find(|b| !b.is_control() && b.base_offset() <= offset && offset < b.next_offset())
+        self.read_behind.replace(batches);
+        self.read_behind.find(offset).cloned()
     }
 }
 

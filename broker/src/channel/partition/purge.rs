@@ -135,6 +135,7 @@ impl Partition {
         self.save_snapshot().await?;
         self.log.purge_segments_before(mark).await?;
         self.cache.drop_below(self.log.first_offset());
+        self.read_behind.clear();
         self.expiry.forget_below(self.log.first_offset());
         let stats = self.log.stats();
         tracing::debug!(channel = %self.config.channel, partition = self.config.id, mark, segments = stats.segments, bytes = stats.bytes, "segments deleted");
