@@ -197,14 +197,13 @@ impl IdWindow {
         &self,
         offsets: std::ops::Range<u64>,
         now_ms: i64,
-    ) -> Vec<([u8; 16], u64, i64)> {
+    ) -> impl Iterator<Item = ([u8; 16], u64, i64)> + '_ {
         let start = self.order.partition_point(|s| s.offset < offsets.start);
         self.order
             .range(start..)
-            .take_while(|s| s.offset < offsets.end)
-            .filter(|s| self.covers(s.at, now_ms))
+            .take_while(move |s| s.offset < offsets.end)
+            .filter(move |s| self.covers(s.at, now_ms))
             .map(|s| (s.id, s.offset, s.at))
-            .collect()
     }
 
     /// Remembers `(id, offset, stored_at_ms)` entries (see [`IdWindow::entries`]), in offset

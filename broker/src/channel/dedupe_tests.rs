@@ -63,7 +63,7 @@ fn a_restored_id_window_answers_the_same_duplicates() {
     ids.insert([2; 16], 11, 2_000);
     ids.insert([1; 16], 12, 3_000);
     let mut back = IdWindow::new(Duration::from_secs(60));
-    back.restore(&ids.entries_in(0..u64::MAX, 3_000));
+    back.restore(&ids.entries_in(0..u64::MAX, 3_000).collect::<Vec<_>>());
     for id in [[1; 16], [2; 16], [3; 16]] {
         assert_eq!(back.lookup(&id, 5_000), ids.lookup(&id, 5_000));
     }
@@ -82,18 +82,21 @@ fn entries_in_a_range_are_the_live_ones_in_offset_order_and_restore_to_the_same_
     w.insert([3; 16], 13, 1_080);
     w.insert([1; 16], 14, 1_120); // the first one expired: replaces it
     assert_eq!(
-        w.entries_in(0..14, 1_099),
+        w.entries_in(0..14, 1_099).collect::<Vec<_>>(),
         vec![
             ([1; 16], 10, 1_000),
             ([2; 16], 11, 1_050),
             ([3; 16], 13, 1_080)
         ]
     );
-    assert_eq!(w.entries_in(11..12, 1_100), vec![([2; 16], 11, 1_050)]);
-    let all = w.entries_in(0..u64::MAX, 1_100);
+    assert_eq!(
+        w.entries_in(11..12, 1_100).collect::<Vec<_>>(),
+        vec![([2; 16], 11, 1_050)]
+    );
+    let all = w.entries_in(0..u64::MAX, 1_100).collect::<Vec<_>>();
     assert_eq!(all.len(), 3, "{all:?}");
     let mut back = window();
-    back.restore(&w.entries_in(0..u64::MAX, 1_000));
+    back.restore(&w.entries_in(0..u64::MAX, 1_000).collect::<Vec<_>>());
     for id in [[1; 16], [2; 16], [3; 16], [4; 16]] {
         assert_eq!(back.lookup(&id, 1_130), w.lookup(&id, 1_130), "{id:?}");
     }

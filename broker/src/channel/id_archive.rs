@@ -4,7 +4,7 @@
 //! segments while ids stored in them may still be inside `dedupe_window` (DESIGN §2: purge does
 //! not reset deduplication). Before segments go, the partition writes their live ids here, once:
 //! one immutable file per deletion, removed when its newest id has left the window. Each id is
-//! written at most once, so the cost is a sequential write of 32 bytes per archived id, however
+//! written at most once, so the cost is a sequential write of ~18 bytes per archived id, however
 //! large the window; a full copy of the window per deletion would grow with the window.
 //!
 //! ```text
@@ -14,10 +14,12 @@
 //!     00000000000001048576.ids  ids stored at offsets from 1048576 (20 digits, so names sort)
 //! ```
 //!
-//! A file is `magic "SLIDARC1" | count u64 LE | crc32c u32 LE of the records | records`, each
-//! record `id [16] | offset u64 LE | stored_at_ms i64 LE`, in offset order. Files are written to
-//! a `.tmp` name, fsynced, renamed and the directory fsynced, so a file either exists whole or
-//! not at all.
+//! A file is `magic "SLIDARC2" | count u64 LE | crc32c u32 LE of the records | records`, in
+//! offset order, each record `id [16] | offset delta | stored-time delta`: LEB128 varints of the
+//! difference to the previous record (to 0 for the first), the time delta zigzag-coded as clocks
+//! may step back. Consecutive offsets and equal milliseconds make both deltas one byte. Files
+//! are written to a `.tmp` name, fsynced, renamed and the directory fsynced, so a file either
+//! exists whole or not at all.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -26,14 +28,25 @@ use std::path::{Path, PathBuf};
 use super::error::ChannelError;
 
 /// First bytes of every archive file.
-const MAGIC: &[u8; 8] = b"SLIDARC1";
+const MAGIC: &[u8; 8] = b"SLIDARC2";
 /// Magic, record count and checksum.
 const HEADER: usize = 8 + 8 + 4;
-/// One record: id, offset, stored time.
-const RECORD: usize = 16 + 8 + 8;
+/// The shortest record: id and two one-byte deltas.
+const MIN_RECORD: usize = 16 + 1 + 1;
 
 /// One archived id: `(id, offset, stored_at_ms)`.
 pub type ArchivedId = ([u8; 16], u64, i64);
+
+/// Ids encoded as an archive file, ready to be written (see [`IdArchive::encode`]).
+#[derive(Debug)]
+pub struct Encoded {
+    /// Offset of the first id: the file's name.
+    first: u64,
+    /// Newest stored time among the ids.
+    newest_at: i64,
+    /// The whole file.
+    bytes: Vec<u8>,
+}
 
 /// One archive file: where it is and the newest stored time in it.
 #[derive(Debug, Clone)]
@@ -116,16 +129,45 @@ impl IdArchive {
         Ok(ids)
     }
 
-    /// Writes `ids` (in offset order) as a new file in the archive directory `dir`, durably;
-    /// [`IdArchive::add`] it afterwards. `None` for no ids. Blocking: the partition runs it on
-    /// the blocking pool.
+    /// Encodes `ids` (in offset order) as an archive file; `None` for no ids. Cheap enough for
+    /// the partition task: one pass, one buffer.
+    pub fn encode(ids: impl Iterator<Item = ArchivedId>) -> Option<Encoded> {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&[0; 12]); // count and checksum, set below
+        let (mut first, mut newest_at, mut count) = (None, i64::MIN, 0u64);
+        let (mut prev_offset, mut prev_at) = (0u64, 0i64);
+        for (id, offset, at) in ids {
+            first.get_or_insert(offset);
+            newest_at = newest_at.max(at);
+            count += 1;
+            bytes.extend_from_slice(&id);
+            put_varint(&mut bytes, offset.wrapping_sub(prev_offset));
+            put_varint(&mut bytes, zigzag(at.wrapping_sub(prev_at)));
+            (prev_offset, prev_at) = (offset, at);
+        }
+        let first = first?;
+        let crc = crc32c::crc32c(&bytes[HEADER..]);
+        bytes[8..16].copy_from_slice(&count.to_le_bytes());
+        bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+        Some(Encoded {
+            first,
+            newest_at,
+            bytes,
+        })
+    }
+
+    /// Writes an encoded file into the archive directory `dir`, durably; [`IdArchive::add`] it
+    /// afterwards. Blocking: the partition runs it on the blocking pool.
     ///
     /// # Errors
     /// [`ChannelError::Metadata`] naming the file that could not be written.
-    pub fn write(dir: &Path, ids: &[ArchivedId]) -> Result<Option<ArchiveFile>, ChannelError> {
-        let Some(&(_, first, _)) = ids.first() else {
-            return Ok(None);
-        };
+    pub fn write(dir: &Path, encoded: &Encoded) -> Result<ArchiveFile, ChannelError> {
+        let Encoded {
+            first,
+            newest_at,
+            ref bytes,
+        } = *encoded;
         if !dir.exists() {
             fs::create_dir_all(dir).map_err(|e| error(dir, e))?;
             sync_dir(dir.parent().unwrap_or(Path::new(".")))?;
@@ -133,12 +175,11 @@ impl IdArchive {
         let path = dir.join(format!("{first:020}.ids"));
         let tmp = path.with_extension("tmp");
         let mut file = File::create(&tmp).map_err(|e| error(&tmp, e))?;
-        file.write_all(&encode(ids)).map_err(|e| error(&tmp, e))?;
+        file.write_all(bytes).map_err(|e| error(&tmp, e))?;
         file.sync_all().map_err(|e| error(&tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| error(&path, e))?;
         sync_dir(dir)?;
-        let newest_at = ids.iter().map(|r| r.2).max().unwrap_or(i64::MIN);
-        Ok(Some(ArchiveFile { path, newest_at }))
+        Ok(ArchiveFile { path, newest_at })
     }
 
     /// Knows `file` (just written by [`IdArchive::write`]) from now on. A file of the same name
@@ -171,23 +212,8 @@ impl IdArchive {
     }
 }
 
-fn encode(ids: &[ArchivedId]) -> Vec<u8> {
-    let mut records = Vec::with_capacity(ids.len() * RECORD);
-    for (id, offset, at) in ids {
-        records.extend_from_slice(id);
-        records.extend_from_slice(&offset.to_le_bytes());
-        records.extend_from_slice(&at.to_le_bytes());
-    }
-    let mut out = Vec::with_capacity(HEADER + records.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(ids.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&records).to_le_bytes());
-    out.extend_from_slice(&records);
-    out
-}
-
 fn decode(bytes: &[u8]) -> Result<Vec<ArchivedId>, String> {
-    let Some((header, records)) = bytes.split_at_checked(HEADER) else {
+    let Some((header, mut records)) = bytes.split_at_checked(HEADER) else {
         return Err(format!("{} bytes, shorter than its header", bytes.len()));
     };
     if &header[..8] != MAGIC {
@@ -195,25 +221,60 @@ fn decode(bytes: &[u8]) -> Result<Vec<ArchivedId>, String> {
     }
     let count = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
     let crc = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes"));
-    if Some(records.len() as u64) != count.checked_mul(RECORD as u64) {
-        return Err(format!(
-            "{count} records need {} bytes, found {}",
-            count.saturating_mul(RECORD as u64),
-            records.len()
-        ));
-    }
     if crc32c::crc32c(records) != crc {
         return Err("checksum mismatch".into());
     }
-    Ok(records
-        .chunks_exact(RECORD)
-        .map(|r| {
-            let id: [u8; 16] = r[..16].try_into().expect("16 bytes");
-            let offset = u64::from_le_bytes(r[16..24].try_into().expect("8 bytes"));
-            let at = i64::from_le_bytes(r[24..32].try_into().expect("8 bytes"));
-            (id, offset, at)
-        })
-        .collect())
+    if count > (records.len() / MIN_RECORD) as u64 {
+        return Err(format!(
+            "{count} records cannot fit in {} bytes",
+            records.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(count as usize);
+    let (mut offset, mut at) = (0u64, 0i64);
+    for n in 0..count {
+        let truncated = || format!("record {n} of {count} is cut short");
+        let (id, rest) = records.split_first_chunk::<16>().ok_or_else(truncated)?;
+        let (offset_delta, rest) = take_varint(rest).ok_or_else(truncated)?;
+        let (at_delta, rest) = take_varint(rest).ok_or_else(truncated)?;
+        offset = offset.wrapping_add(offset_delta);
+        at = at.wrapping_add(unzigzag(at_delta));
+        out.push((*id, offset, at));
+        records = rest;
+    }
+    if !records.is_empty() {
+        return Err(format!("{} bytes after the last record", records.len()));
+    }
+    Ok(out)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A LEB128 varint at the start of `bytes` and what follows it; `None` when cut short or longer
+/// than a u64.
+fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Some((v, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    (v >> 1) as i64 ^ -((v & 1) as i64)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), ChannelError> {
@@ -241,7 +302,8 @@ mod tests {
 
     impl IdArchive {
         fn put(&mut self, ids: &[ArchivedId]) {
-            if let Some(file) = IdArchive::write(&self.dir, ids).unwrap() {
+            if let Some(encoded) = IdArchive::encode(ids.iter().copied()) {
+                let file = IdArchive::write(&self.dir, &encoded).unwrap();
                 self.add(file);
             }
         }
@@ -299,14 +361,30 @@ mod tests {
         assert!(!tmp.exists());
     }
 
+    /// Recomputes the checksum after a damage, so the layout checks behind it are reached.
+    fn reseal(b: &mut [u8]) {
+        let crc = crc32c::crc32c(&b[HEADER..]);
+        b[16..20].copy_from_slice(&crc.to_le_bytes());
+    }
+
     #[test]
     fn damaged_files_are_typed_errors_naming_the_file() {
         type Damage = fn(&mut Vec<u8>);
-        let cases: [(&str, Damage); 4] = [
+        let cases: [(&str, Damage); 6] = [
             ("checksum mismatch", |b| *b.last_mut().unwrap() ^= 1),
             ("shorter than its header", |b| b.truncate(5)),
             ("bad magic", |b| b[0] = b'X'),
-            ("records need", |b| b.truncate(b.len() - 1)),
+            ("cannot fit", |b| {
+                b[8..16].copy_from_slice(&1000u64.to_le_bytes())
+            }),
+            ("cut short", |b| {
+                b.pop();
+                reseal(b);
+            }),
+            ("after the last record", |b| {
+                b.push(0);
+                reseal(b);
+            }),
         ];
         for (expected, damage) in cases {
             let (_dir, mut a) = archive();
@@ -323,6 +401,36 @@ mod tests {
                 other => panic!("{expected}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn extreme_offsets_and_times_round_trip_in_about_18_bytes_per_id() {
+        let ids: Vec<ArchivedId> = vec![
+            ([1; 16], 0, i64::MIN),
+            ([2; 16], 1, i64::MAX),
+            ([3; 16], u64::MAX - 1, -5),
+            ([4; 16], u64::MAX - 1, -6),
+        ];
+        let encoded = IdArchive::encode(ids.iter().copied()).unwrap();
+        assert_eq!(decode(&encoded.bytes).unwrap(), ids);
+        assert_eq!((encoded.first, encoded.newest_at), (0, i64::MAX));
+        let steady: Vec<ArchivedId> = (0..1000u64)
+            .map(|i| {
+                (
+                    [i as u8; 16],
+                    5_000 + i,
+                    1_700_000_000_000 + (i / 100) as i64,
+                )
+            })
+            .collect();
+        let encoded = IdArchive::encode(steady.iter().copied()).unwrap();
+        assert_eq!(decode(&encoded.bytes).unwrap(), steady);
+        assert!(
+            encoded.bytes.len() < HEADER + 1000 * 18 + 20,
+            "{}",
+            encoded.bytes.len()
+        );
+        assert!(IdArchive::encode(std::iter::empty()).is_none());
     }
 
     #[test]

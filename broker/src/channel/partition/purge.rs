@@ -151,13 +151,14 @@ impl Partition {
         let ids = self
             .ids
             .entries_in(self.log.first_offset()..mark, self.now_ms());
+        let Some(encoded) = IdArchive::encode(ids) else {
+            return Ok(());
+        };
         let dir = self.archive.dir().to_owned();
-        let written = tokio::task::spawn_blocking(move || IdArchive::write(&dir, &ids))
+        let file = tokio::task::spawn_blocking(move || IdArchive::write(&dir, &encoded))
             .await
             .map_err(|e| ChannelError::InvalidArgument(format!("archiving ids: {e}")))??;
-        if let Some(file) = written {
-            self.archive.add(file);
-        }
+        self.archive.add(file);
         Ok(())
     }
 
