@@ -54,7 +54,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "sluice-always,sluice-never,nats,rabbitmq-quorum,rabbitmq-classic,rabbitmq-stream"
+        default_value = "sluice-always,sluice-never,nats,rabbitmq-quorum,rabbitmq-quorum-multi-ack,rabbitmq-classic,rabbitmq-classic-multi-ack,rabbitmq-stream"
     )]
     systems: Vec<String>,
     /// Only workloads whose label contains one of these (comma separated); all by default.
@@ -88,9 +88,19 @@ const SYSTEMS: &[System] = &[
         durability: "fsync before confirm (Raft log, batched)",
     },
     System {
+        key: "rabbitmq-quorum-multi-ack",
+        label: "rmq quorum multi-ack",
+        durability: "as rmq quorum; consumer acks every half window with `multiple`",
+    },
+    System {
         key: "rabbitmq-classic",
         label: "rmq classic",
         durability: "persistent msgs, fsync before confirm (batched)",
+    },
+    System {
+        key: "rabbitmq-classic-multi-ack",
+        label: "rmq classic multi-ack",
+        durability: "as rmq classic; consumer acks every half window with `multiple`",
     },
     System {
         key: "rabbitmq-stream",
@@ -211,12 +221,17 @@ async fn run_system(args: &Args, system: &System, workloads: &[Workload]) -> Vec
         }
         key => {
             let uri = format!("amqp://guest:guest@{addr}/%2f");
-            let queue_type = if key.ends_with("quorum") {
+            let queue_type = if key.contains("quorum") {
                 "quorum"
             } else {
                 "classic"
             };
-            let d = Arc::new(driver::rabbitmq::RabbitMq { uri, queue_type });
+            let multi_ack = key.ends_with("multi-ack");
+            let d = Arc::new(driver::rabbitmq::RabbitMq {
+                uri,
+                queue_type,
+                multi_ack,
+            });
             cells(d, &server, args, system, workloads).await
         }
     }

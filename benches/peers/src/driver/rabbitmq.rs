@@ -1,6 +1,8 @@
 //! RabbitMQ through `lapin` (AMQP 0.9.1): every destination is a durable fanout exchange bound
 //! to one durable queue per subscription (quorum or classic), persistent messages, publisher
-//! confirms, and a consumer with a prefetch (QoS) window that acks each message.
+//! confirms, and a consumer with a prefetch (QoS) window that acks each message, or (the
+//! multi-ack variant) acks every half window with `multiple`, and whatever it holds whenever
+//! no delivery is waiting.
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
@@ -21,6 +23,8 @@ pub struct RabbitMq {
     pub uri: String,
     /// `quorum` or `classic`.
     pub queue_type: &'static str,
+    /// Acknowledge many deliveries at once (`basic.ack` with `multiple`).
+    pub multi_ack: bool,
 }
 
 impl RabbitMq {
@@ -119,10 +123,18 @@ impl Driver for RabbitMq {
                 FieldTable::default(),
             )
             .await?;
+        let ack_every = if self.multi_ack {
+            u32::from(prefetch / 2).max(1)
+        } else {
+            1
+        };
         Ok(RabbitSubscriber {
             _connection: connection,
             _channel: channel,
             consumer,
+            ack_every,
+            unacked: 0,
+            last: None,
         })
     }
 }
@@ -168,15 +180,52 @@ pub struct RabbitSubscriber {
     _channel: Channel,
     /// Deliveries under the QoS window.
     consumer: lapin::Consumer,
+    /// Deliveries per acknowledgement (1: each message on its own).
+    ack_every: u32,
+    /// Deliveries received and not yet acknowledged.
+    unacked: u32,
+    /// The acker of the newest of them: acking it with `multiple` covers them all.
+    last: Option<lapin::acker::Acker>,
+}
+
+impl RabbitSubscriber {
+    /// Acknowledges every delivery received so far, in one `basic.ack`.
+    async fn ack_held(&mut self) -> anyhow::Result<()> {
+        if let Some(acker) = self.last.take() {
+            acker.ack(BasicAckOptions { multiple: true }).await?;
+            self.unacked = 0;
+        }
+        Ok(())
+    }
 }
 
 impl Subscriber for RabbitSubscriber {
     async fn next(&mut self) -> anyhow::Result<Option<Bytes>> {
-        let Some(delivery) = self.consumer.next().await else {
+        if self.ack_every == 1 {
+            let Some(delivery) = self.consumer.next().await else {
+                return Ok(None);
+            };
+            let delivery = delivery?;
+            delivery.ack(BasicAckOptions::default()).await?;
+            return Ok(Some(Bytes::from(delivery.data)));
+        }
+        // Multi-ack: nothing is held back while waiting, so the window never stalls.
+        let next = match self.consumer.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                self.ack_held().await?;
+                self.consumer.next().await
+            }
+        };
+        let Some(delivery) = next else {
             return Ok(None);
         };
         let delivery = delivery?;
-        delivery.ack(BasicAckOptions::default()).await?;
+        self.unacked += 1;
+        self.last = Some(delivery.acker.clone());
+        if self.unacked >= self.ack_every {
+            self.ack_held().await?;
+        }
         Ok(Some(Bytes::from(delivery.data)))
     }
 }
