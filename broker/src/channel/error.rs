@@ -89,6 +89,19 @@ pub enum ChannelError {
 }
 
 impl ChannelError {
+    /// A [`ChannelError::Metadata`] for `file` (a `what`: snapshot, id archive) from an error of
+    /// the log's file helpers, naming the path the I/O error names when it has one.
+    pub(crate) fn metadata(what: &str, file: &std::path::Path, e: LogError) -> Self {
+        let (path, detail) = match e {
+            LogError::Io { path, source } => (path, source.to_string()),
+            other => (file.to_owned(), other.to_string()),
+        };
+        Self::Metadata {
+            path,
+            detail: format!("{what}: {detail}"),
+        }
+    }
+
     /// The stable wire code.
     pub fn code(&self) -> ErrorCode {
         match self {

@@ -21,11 +21,11 @@
 //! are written to a `.tmp` name, fsynced, renamed and the directory fsynced, so a file either
 //! exists whole or not at all.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::error::ChannelError;
+use crate::log;
 
 /// First bytes of every archive file.
 const MAGIC: &[u8; 8] = b"SLIDARC2";
@@ -170,15 +170,13 @@ impl IdArchive {
         } = *encoded;
         if !dir.exists() {
             fs::create_dir_all(dir).map_err(|e| error(dir, e))?;
-            sync_dir(dir.parent().unwrap_or(Path::new(".")))?;
+            let parent = dir.parent().unwrap_or(Path::new("."));
+            log::sync_dir(parent).map_err(|e| ChannelError::metadata("id archive", parent, e))?;
         }
-        let path = dir.join(format!("{first:020}.ids"));
-        let tmp = path.with_extension("tmp");
-        let mut file = File::create(&tmp).map_err(|e| error(&tmp, e))?;
-        file.write_all(bytes).map_err(|e| error(&tmp, e))?;
-        file.sync_all().map_err(|e| error(&tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| error(&path, e))?;
-        sync_dir(dir)?;
+        let name = format!("{first:020}.ids");
+        let path = dir.join(&name);
+        log::atomic_write(dir, &name, bytes)
+            .map_err(|e| ChannelError::metadata("id archive", &path, e))?;
         Ok(ArchiveFile { path, newest_at })
     }
 
@@ -275,12 +273,6 @@ fn zigzag(v: i64) -> u64 {
 
 fn unzigzag(v: u64) -> i64 {
     (v >> 1) as i64 ^ -((v & 1) as i64)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), ChannelError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| error(dir, e))
 }
 
 fn error(path: &Path, detail: impl std::fmt::Display) -> ChannelError {

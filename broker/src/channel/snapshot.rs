@@ -19,8 +19,7 @@
 //! The file is replaced atomically: written to `<partition>.snapshot.tmp`, fsynced, renamed over
 //! the old one, and the directory fsynced.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,6 +29,7 @@ use super::cursor::{Cursor, LoggedState};
 use super::dedupe::{ProducerSession, ProducerState};
 use super::error::ChannelError;
 use super::subscription::{Lifetime, Subscription};
+use crate::log;
 
 /// Format version written in every snapshot; a reader refuses others.
 const VERSION: u32 = 1;
@@ -164,15 +164,10 @@ impl StateSnapshot {
         let body = rmp_serde::to_vec(self).map_err(|e| error(path, e))?;
         let mut bytes = crc32c::crc32c(&body).to_le_bytes().to_vec();
         bytes.extend_from_slice(&body);
-        let tmp = path.with_extension("snapshot.tmp");
-        let mut file = File::create(&tmp).map_err(|e| error(&tmp, e))?;
-        file.write_all(&bytes).map_err(|e| error(&tmp, e))?;
-        file.sync_all().map_err(|e| error(&tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| error(path, e))?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| error(dir, e))
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        log::atomic_write(dir, &name, &bytes)
+            .map_err(|e| ChannelError::metadata("snapshot", path, e))
     }
 }
 

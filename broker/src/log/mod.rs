@@ -41,6 +41,7 @@ use tokio::sync::{oneshot, watch};
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::LogError;
 pub use meta::Meta;
+pub(crate) use meta::{atomic_write, sync_dir};
 pub use writer::Durable;
 
 use segment::Segment;
