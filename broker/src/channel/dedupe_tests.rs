@@ -124,6 +124,17 @@ fn sequence_numbers_wrap_around() {
 }
 
 #[test]
+fn warming_counts_the_ids_and_changes_nothing() {
+    let mut w = window();
+    w.insert(ID, 1, 1_000);
+    assert_eq!(w.warm([ID, OTHER, OTHER].into_iter()), 3);
+    assert_eq!(w.warm(std::iter::empty()), 0);
+    assert_eq!(w.len(), 1);
+    assert_eq!(w.lookup(&ID, 1_000), Some(1));
+    assert_eq!(w.lookup(&OTHER, 1_000), None);
+}
+
+#[test]
 fn a_zero_window_remembers_nothing() {
     let mut w = IdWindow::new(Duration::ZERO);
     w.insert(ID, 1, 1_000);

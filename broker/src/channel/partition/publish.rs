@@ -181,7 +181,8 @@ impl Partition {
         now: i64,
         original: &dyn Fn(u32) -> u32,
     ) -> (Option<RecordBatch>, Option<Vec<u32>>, Vec<DuplicateRun>) {
-        if self.ids.window_is_off() || batch.record_slices().all(|r| peek_id(r).is_none()) {
+        if self.ids.window_is_off() || self.ids.warm(batch.record_slices().filter_map(peek_id)) == 0
+        {
             return (Some(batch), None, Vec::new());
         }
         self.ids.expire(now);
