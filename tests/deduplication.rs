@@ -5,6 +5,7 @@
 mod common;
 
 use common::{eventually, next, ChildBroker, TestBroker, CHILD_SEGMENT_BYTES_ENV};
+use sluice_broker::clock::ManualClock;
 use sluice_client::types::{ChannelKind, ChannelSettings};
 use sluice_client::{Client, Message, Outcome};
 
@@ -166,4 +167,90 @@ async fn ids_of_consumed_and_deleted_segments_stay_duplicates_after_kill_nine() 
     let d = client.describe_channel("pay").await.unwrap();
     assert_eq!(d.partitions[0].next_offset, 300, "nothing stored twice");
     broker.kill9();
+}
+
+/// The archive files of deleted segments, anywhere under `dir`.
+fn archive_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "ids") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archived_ids_are_forgotten_once_the_window_has_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = common::config_on(dir.path(), &clock);
+    config.channel_defaults.segment_bytes = 4096;
+    let broker = TestBroker::start_with(config).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let settings = ChannelSettings {
+        dedupe_window_ms: Some(60_000),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel("pay", ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+    let producer = client.producer("pay").build().await.unwrap();
+    let id = |i: u16| {
+        let mut id = [0; 16];
+        id[..2].copy_from_slice(&i.to_le_bytes());
+        id
+    };
+    let body = "x".repeat(100);
+    for i in 0..200 {
+        producer
+            .send(Message::new(body.clone()).id(id(i)))
+            .await
+            .unwrap();
+    }
+    let mut consumer = client.consumer("pay").subscribe().await.unwrap();
+    for _ in 0..200 {
+        next(&mut consumer).await.ack().await.unwrap();
+    }
+    eventually(
+        "consumed segments to leave their ids in the archive",
+        || async { !archive_files(dir.path()).is_empty() },
+    )
+    .await;
+    let again = producer
+        .send(Message::new("again").id(id(0)))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Outcome::Duplicate {
+            partition: 0,
+            offset: 0
+        }
+    );
+
+    clock.advance(std::time::Duration::from_secs(61));
+    eventually("the archive files to be deleted", || async {
+        archive_files(dir.path()).is_empty()
+    })
+    .await;
+    let broker = broker.restart().await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let producer = client.producer("pay").build().await.unwrap();
+    let after = producer
+        .send(Message::new("after").id(id(0)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(after, Outcome::Stored { .. }),
+        "past the window the id is new again: {after:?}"
+    );
+    broker.stop().await;
 }

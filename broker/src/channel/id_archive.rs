@@ -426,6 +426,21 @@ mod tests {
     }
 
     #[test]
+    fn a_write_that_fails_is_a_typed_error_and_adds_no_file() {
+        let (_dir, a) = archive();
+        // The archive directory's place is taken by a file: nothing can be created in it.
+        fs::write(&a.dir, b"not a directory").unwrap();
+        let encoded = IdArchive::encode([([1; 16], 1, 100)].into_iter()).unwrap();
+        match IdArchive::write(&a.dir, &encoded) {
+            Err(ChannelError::Metadata { detail, .. }) => {
+                assert!(detail.starts_with("id archive: "), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!a.has_files());
+    }
+
+    #[test]
     fn a_stray_file_is_an_error() {
         let (_dir, mut a) = archive();
         a.put(&[([1; 16], 1, 100)]);
