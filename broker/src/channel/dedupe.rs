@@ -46,6 +46,13 @@ pub struct IdWindow {
     head: u32,
 }
 
+/// An id with its hash, probed ahead of its check (see [`IdWindow::prepare`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Prepared {
+    id: [u8; 16],
+    hash: u32,
+}
+
 /// One insert, in [`IdWindow::order`].
 #[derive(Debug, Clone, Copy)]
 struct Stored {
@@ -107,13 +114,27 @@ impl IdWindow {
     /// still live at `now_ms` (a duplicate); otherwise remembers it at `offset`, stored at
     /// `now_ms`, and returns `None`.
     pub fn check_and_insert(&mut self, id: [u8; 16], offset: u64, now_ms: i64) -> Option<u64> {
+        let prepared = Prepared {
+            id,
+            hash: self.hash(&id),
+        };
+        self.check_and_insert_prepared(prepared, offset, now_ms)
+    }
+
+    /// [`IdWindow::check_and_insert`] for an id [`IdWindow::prepare`]d earlier.
+    pub fn check_and_insert_prepared(
+        &mut self,
+        prepared: Prepared,
+        offset: u64,
+        now_ms: i64,
+    ) -> Option<u64> {
         if self.window_ms == 0 {
             return None;
         }
         if self.order.len() >= MAX_INSERTS {
             self.pop_oldest();
         }
-        let hash = self.hash(&id);
+        let Prepared { id, hash } = prepared;
         let seq = self.head.wrapping_add(self.order.len() as u32);
         let (order, head, window_ms) = (&self.order, self.head, self.window_ms);
         let at = |seq: u32| &order[seq.wrapping_sub(head) as usize];
@@ -138,14 +159,15 @@ impl IdWindow {
         None
     }
 
-    /// Reads the index where `ids` would be looked up, without using the result, and says how
-    /// many there were. A batch's lookups are independent, so the CPU overlaps these loads
-    /// (cache misses in an index far larger than the caches) instead of waiting for each in
-    /// turn in [`IdWindow::check_and_insert`].
-    pub fn warm(&self, ids: impl Iterator<Item = [u8; 16]>) -> usize {
-        ids.map(|id| self.index.find(spread(self.hash(&id)), |_| false))
-            .filter(Option::is_none)
-            .count()
+    /// Hashes `id` and reads the index where it would be looked up, without using the result.
+    /// Preparing a whole batch before checking it lets the CPU overlap these loads (cache misses
+    /// in an index far larger than the caches) instead of waiting for each in turn in
+    /// [`IdWindow::check_and_insert_prepared`].
+    pub fn prepare(&self, id: [u8; 16]) -> Prepared {
+        let hash = self.hash(&id);
+        // The probe's only purpose is the memory it touches.
+        std::hint::black_box(self.index.find(spread(hash), |_| false));
+        Prepared { id, hash }
     }
 
     /// Forgets ids that are no longer live at `now_ms`. Amortised O(1) per insert; call it once

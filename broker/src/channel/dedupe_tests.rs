@@ -124,14 +124,15 @@ fn sequence_numbers_wrap_around() {
 }
 
 #[test]
-fn warming_counts_the_ids_and_changes_nothing() {
+fn a_prepared_id_is_checked_like_any_other_and_preparing_changes_nothing() {
     let mut w = window();
     w.insert(ID, 1, 1_000);
-    assert_eq!(w.warm([ID, OTHER, OTHER].into_iter()), 3);
-    assert_eq!(w.warm(std::iter::empty()), 0);
+    let (id, other) = (w.prepare(ID), w.prepare(OTHER));
     assert_eq!(w.len(), 1);
-    assert_eq!(w.lookup(&ID, 1_000), Some(1));
     assert_eq!(w.lookup(&OTHER, 1_000), None);
+    assert_eq!(w.check_and_insert_prepared(id, 5, 1_010), Some(1));
+    assert_eq!(w.check_and_insert_prepared(other, 6, 1_010), None);
+    assert_eq!(w.lookup(&OTHER, 1_020), Some(6));
 }
 
 #[test]

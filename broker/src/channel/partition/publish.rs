@@ -12,7 +12,7 @@ use sluice_protocol::{BatchBuilder, ErrorBody, ErrorCode, RecordBatch, Response,
 
 use super::writes::{AfterWrite, Done};
 use super::{Partition, TERM};
-use crate::channel::dedupe::SessionVerdict;
+use crate::channel::dedupe::{Prepared, SessionVerdict};
 use crate::channel::error::ChannelError;
 use crate::channel::outbox::Reply;
 
@@ -181,21 +181,33 @@ impl Partition {
         now: i64,
         original: &dyn Fn(u32) -> u32,
     ) -> (Option<RecordBatch>, Option<Vec<u32>>, Vec<DuplicateRun>) {
-        if self.ids.window_is_off() || self.ids.warm(batch.record_slices().filter_map(peek_id)) == 0
-        {
+        if self.ids.window_is_off() {
+            return (Some(batch), None, Vec::new());
+        }
+        // All of the batch's ids are prepared (hashed, their index slots read) before any is
+        // checked, so their cache misses overlap.
+        let ids: Vec<(u32, Prepared)> = batch
+            .record_slices()
+            .enumerate()
+            .filter_map(|(i, r)| peek_id(r).map(|id| (i as u32, self.ids.prepare(id))))
+            .collect();
+        if ids.is_empty() {
             return (Some(batch), None, Vec::new());
         }
         self.ids.expire(now);
         let base = self.log.next_offset();
         let mut kept = Vec::with_capacity(batch.record_count() as usize);
         let mut duplicates = Vec::new();
-        for (i, record) in batch.record_slices().enumerate() {
-            let i = i as u32;
-            let Some(id) = peek_id(record) else {
+        let mut ids = ids.into_iter().peekable();
+        for i in 0..batch.record_count() {
+            let Some((_, id)) = ids.next_if(|&(j, _)| j == i) else {
                 kept.push(i);
                 continue;
             };
-            match self.ids.check_and_insert(id, base + kept.len() as u64, now) {
+            match self
+                .ids
+                .check_and_insert_prepared(id, base + kept.len() as u64, now)
+            {
                 Some(offset) => duplicates.push(DuplicateRun {
                     index: original(i),
                     offset,
