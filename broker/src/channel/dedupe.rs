@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::time::Duration;
 
-use hashbrown::hash_table::{Entry, HashTable};
+use super::id_index::{IdHash, IdIndex};
 
 /// Batches remembered per producer, so a retry of any of them is answered as a duplicate.
 const RECENT_BATCHES: usize = 5;
@@ -27,10 +27,9 @@ const MAX_INSERTS: usize = u32::MAX as usize;
 ///
 /// The entries themselves live in `order`, appended in insertion order (which is offset order),
 /// so inserting writes sequentially, expiry pops from the front, and a deleted log range is one
-/// slice of it. The hash index holds 8-byte handles into it rather than the 32-byte entries: at
-/// hundreds of thousands of ids per second the index is far larger than the CPU caches, and each
-/// insert's random write into it is the cost that matters (a quarter of the bytes, a quarter of
-/// the cache lines; growing it never reads `order`, as the handle keeps the hash).
+/// slice of it. The hash index ([`IdIndex`]) holds 8-byte handles into it rather than the
+/// 32-byte entries: at hundreds of thousands of ids per second the index is far larger than the
+/// CPU caches, and each insert's random write into it is the cost that matters.
 #[derive(Debug)]
 pub struct IdWindow {
     /// How long an id stays a duplicate, in ms; 0 turns the window off.
@@ -38,7 +37,7 @@ pub struct IdWindow {
     /// Keyed per window, so ids chosen by a client cannot be made to collide.
     hasher: foldhash::fast::RandomState,
     /// One handle per remembered id, naming its current entry in `order`.
-    index: HashTable<Handle>,
+    index: IdIndex,
     /// Every insert, oldest first; `order[i]` has sequence number `head + i` (mod 2^32). An id
     /// stored again after it expired leaves its old entry here, no longer named by the index.
     order: VecDeque<Stored>,
@@ -50,7 +49,7 @@ pub struct IdWindow {
 #[derive(Debug, Clone, Copy)]
 pub struct Prepared {
     id: [u8; 16],
-    hash: u32,
+    hash: IdHash,
 }
 
 /// One insert, in [`IdWindow::order`].
@@ -61,26 +60,13 @@ struct Stored {
     id: [u8; 16],
 }
 
-/// An index entry: the sequence number of the id's entry in `order`, and the id's hash.
-#[derive(Debug, Clone, Copy)]
-struct Handle {
-    seq: u32,
-    hash: u32,
-}
-
-/// The 64-bit hash the index is given for a 32-bit one: low bits pick the bucket, the top seven
-/// are the tag, and both come from the 32 bits kept in the handle.
-fn spread(hash: u32) -> u64 {
-    u64::from(hash) << 32 | u64::from(hash)
-}
-
 impl IdWindow {
     /// An empty window; a zero `window` remembers nothing.
     pub fn new(window: Duration) -> Self {
         Self {
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
             hasher: foldhash::fast::RandomState::default(),
-            index: HashTable::new(),
+            index: IdIndex::new(),
             order: VecDeque::new(),
             head: 0,
         }
@@ -98,9 +84,10 @@ impl IdWindow {
 
     /// The offset `id` was first stored at, if that was within the window of `now_ms`.
     pub fn lookup(&self, id: &[u8; 16], now_ms: i64) -> Option<u64> {
-        let hash = self.hash(id);
-        let handle = self.index.find(spread(hash), |h| self.names(h, hash, id))?;
-        let stored = self.entry(handle.seq);
+        let at = self
+            .index
+            .find(self.hash(id), |seq| self.entry(seq).id == *id)?;
+        let stored = self.entry(self.index.get(at).seq);
         self.covers(stored.at, now_ms).then_some(stored.offset)
     }
 
@@ -136,20 +123,17 @@ impl IdWindow {
         }
         let Prepared { id, hash } = prepared;
         let seq = self.head.wrapping_add(self.order.len() as u32);
-        let (order, head, window_ms) = (&self.order, self.head, self.window_ms);
+        let (order, head) = (&self.order, self.head);
         let at = |seq: u32| &order[seq.wrapping_sub(head) as usize];
-        let names = |h: &Handle| h.hash == hash && at(h.seq).id == id;
-        match self.index.entry(spread(hash), names, |h| spread(h.hash)) {
-            Entry::Occupied(mut e) => {
-                let stored = at(e.get().seq);
-                if is_live(window_ms, stored.at, now_ms) {
+        match self.index.find(hash, |s| at(s).id == id) {
+            Some(slot) => {
+                let stored = at(self.index.get(slot).seq);
+                if is_live(self.window_ms, stored.at, now_ms) {
                     return Some(stored.offset);
                 }
-                e.get_mut().seq = seq;
+                self.index.set_seq(slot, seq);
             }
-            Entry::Vacant(e) => {
-                e.insert(Handle { seq, hash });
-            }
+            None => self.index.insert(hash, seq),
         }
         self.order.push_back(Stored {
             at: now_ms,
@@ -165,8 +149,7 @@ impl IdWindow {
     /// [`IdWindow::check_and_insert_prepared`].
     pub fn prepare(&self, id: [u8; 16]) -> Prepared {
         let hash = self.hash(&id);
-        // The probe's only purpose is the memory it touches.
-        std::hint::black_box(self.index.find(spread(hash), |_| false));
+        self.index.prefetch(hash);
         Prepared { id, hash }
     }
 
@@ -189,25 +172,16 @@ impl IdWindow {
         };
         let seq = self.head;
         self.head = self.head.wrapping_add(1);
-        let hash = self.hash(&oldest.id);
-        if let Ok(e) = self.index.find_entry(spread(hash), |h| h.seq == seq) {
-            e.remove();
-        }
+        self.index.remove(self.hash(&oldest.id), seq);
     }
 
-    fn hash(&self, id: &[u8; 16]) -> u32 {
-        // Truncation keeps foldhash's well-mixed low bits.
-        self.hasher.hash_one(id) as u32
+    fn hash(&self, id: &[u8; 16]) -> IdHash {
+        IdHash(self.hasher.hash_one(id))
     }
 
     /// The entry with sequence number `seq` (which must be in `order`).
     fn entry(&self, seq: u32) -> &Stored {
         &self.order[seq.wrapping_sub(self.head) as usize]
-    }
-
-    /// Whether the handle `h` is the one of `id` (whose hash is `hash`).
-    fn names(&self, h: &Handle, hash: u32, id: &[u8; 16]) -> bool {
-        h.hash == hash && self.entry(h.seq).id == *id
     }
 
     /// Ids remembered, including expired ones not yet dropped by [`IdWindow::expire`].
@@ -217,7 +191,7 @@ impl IdWindow {
 
     /// True when no id is remembered.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.index.len() == 0
     }
 
     /// The ids stored at offsets in `offsets` that are still live at `now_ms`, as
