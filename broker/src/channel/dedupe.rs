@@ -191,7 +191,7 @@ impl IdWindow {
 
     /// True when no id is remembered.
     pub fn is_empty(&self) -> bool {
-        self.index.len() == 0
+        self.index.is_empty()
     }
 
     /// The ids stored at offsets in `offsets` that are still live at `now_ms`, as

@@ -9,25 +9,39 @@
 //! say where an insert will write.
 //!
 //! The layout is the one of F14 (folly) and Swiss tables, cut to one line: a bucket is 64 bytes
-//! holding seven 8-byte [`Handle`]s, a one-byte tag per slot and an overflow count. An id's home
+//! holding seven 8-byte [`Handle`]s, a one-byte tag per slot and an overflow count, the tags
+//! searched eight at a time as one word. An id's home
 //! bucket comes from the top bits of its hash; a full bucket sends inserts on to the next one and
 //! counts them, so a lookup stops at the first bucket whose count is zero. Since homes are the
 //! hash's top bits, buckets are in hash order and growing the table to twice the buckets writes
 //! the new one front to back (old bucket `i` goes to `2i` and `2i + 1`), not at random.
+//!
+//! The buckets live in anonymous memory of their own ([`Buckets`]) that may be backed by 2 MiB
+//! pages: at 4 KiB pages an index of hundreds of MB spans more pages than the TLB covers, so
+//! every lookup would add a page walk to its cache miss, and a prefetch that needs one may be
+//! dropped.
+
+use std::ops::{Deref, DerefMut};
+
+use bytemuck::{Pod, Zeroable};
+use memmap2::{Advice, MmapMut};
 
 /// Slots per bucket: seven 8-byte handles plus eight bytes of tags and count fill a cache line.
 const SLOTS: usize = 7;
 
-/// The table grows once it holds this many entries per bucket on average (6/7 full).
-const MAX_PER_BUCKET: usize = 6;
+/// The table grows once it holds this many entries per bucket on average (4/7 full). Fuller
+/// tables save memory but fill buckets: an insert into a full bucket goes on to the next line,
+/// which nothing prefetched (at 6/7 a third of inserts did, at 4/7 about one in ten).
+const MAX_PER_BUCKET: usize = 4;
 
 /// An overflow count that has reached this value stays there: lookups then probe on past the
 /// bucket for good, which costs time, never correctness. Reaching it takes 255 entries pushed
-/// past one bucket at once, which a 6/7 load with a keyed hash does not produce.
+/// past one bucket at once, which a 4/7 load with a keyed hash does not produce.
 const OVERFLOW_STUCK: u8 = u8::MAX;
 
 /// What the index holds per id: where its entry is and enough hash to move it without the id.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Handle {
     /// Sequence number of the id's entry in the window's queue.
     pub seq: u32,
@@ -54,22 +68,130 @@ impl IdHash {
 
 /// One cache line of the index.
 #[repr(C, align(64))]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
 struct Bucket {
-    /// Per slot: 0 when empty, else the entry's [`IdHash::tag`].
-    tags: [u8; SLOTS],
-    /// How many entries whose home is this bucket or before it were placed after it, because it
-    /// was full when they came (up to [`OVERFLOW_STUCK`]).
-    overflow: u8,
+    /// Bytes `0..7`: per slot, 0 when empty, else the entry's [`IdHash::tag`]. Byte 7: how many
+    /// entries whose home is this bucket or before it were placed after it, because it was full
+    /// when they came (up to [`OVERFLOW_STUCK`]). Read as one word, so a bucket's slots are
+    /// searched without a branch per slot.
+    control: [u8; 8],
     /// Per slot: the entry, meaningful when its tag is not 0.
     handles: [Handle; SLOTS],
 }
 
+/// Index of the overflow count in [`Bucket::control`].
+const OVERFLOW: usize = SLOTS;
+
+/// The top bit of each tag byte of a control word.
+const TAG_BITS: u64 = 0x0080_8080_8080_8080;
+
+/// The low seven bits of every byte.
+const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
 impl Bucket {
+    fn control_word(&self) -> u64 {
+        u64::from_le_bytes(self.control)
+    }
+
+    /// Slots holding `tag`, as a mask of [`TAG_BITS`].
+    fn with_tag(&self, tag: u8) -> u64 {
+        let x = self.control_word() ^ (u64::from(tag) * 0x0101_0101_0101_0101);
+        // A byte of `x` keeps its top bit here only if all eight of its bits were 0; the sum
+        // cannot carry into the next byte.
+        !(((x & LOW_BITS) + LOW_BITS) | x) & TAG_BITS
+    }
+
+    /// Empty slots, as a mask of [`TAG_BITS`] (every tag has its top bit set).
+    fn empty(&self) -> u64 {
+        !self.control_word() & TAG_BITS
+    }
+
     /// Slots whose entry has `hash`'s tag and stored hash.
     fn matching(&self, hash: IdHash) -> impl Iterator<Item = usize> + '_ {
-        let (tag, stored) = (hash.tag(), hash.stored());
-        (0..SLOTS).filter(move |&i| self.tags[i] == tag && self.handles[i].hash == stored)
+        let stored = hash.stored();
+        slots(self.with_tag(hash.tag())).filter(move |&i| self.handles[i].hash == stored)
+    }
+
+    fn overflow(&self) -> u8 {
+        self.control[OVERFLOW]
+    }
+}
+
+/// The slots named by a mask of [`TAG_BITS`], lowest first.
+fn slots(mut mask: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let slot = (mask != 0).then(|| mask.trailing_zeros() as usize / 8)?;
+        mask &= mask - 1;
+        Some(slot)
+    })
+}
+
+/// A zeroed array of buckets in anonymous memory: the kernel zeroes each page when it is first
+/// touched (nothing is written up front), regions of 2 MiB and more are aligned to and advised
+/// for transparent huge pages, and dropping it unmaps it, giving the memory back at once.
+#[derive(Default)]
+struct Buckets {
+    /// The mapping; `None` for no buckets.
+    map: Option<MmapMut>,
+    /// Byte offset of the first bucket in `map` (past the slack kept for alignment).
+    start: usize,
+    /// Number of buckets.
+    len: usize,
+}
+
+/// The size of a transparent huge page on x86_64 and of the common arm64 configuration.
+const HUGE_PAGE: usize = 2 << 20;
+
+impl Buckets {
+    /// `len` zeroed buckets. Like a `Vec`, aborts the process if the memory cannot be had.
+    fn zeroed(len: usize) -> Self {
+        let bytes = len * std::mem::size_of::<Bucket>();
+        let huge = bytes >= HUGE_PAGE;
+        let slack = if huge { HUGE_PAGE } else { 0 };
+        let Ok(map) = MmapMut::map_anon(bytes + slack) else {
+            let layout = std::alloc::Layout::array::<Bucket>(len).expect("index size overflow");
+            std::alloc::handle_alloc_error(layout)
+        };
+        let start = if huge {
+            map.as_ptr().align_offset(HUGE_PAGE)
+        } else {
+            0
+        };
+        // Advice only: where the kernel has huge pages turned off this fails and costs nothing.
+        if huge {
+            let _ = map.advise_range(Advice::HugePage, start, bytes);
+        }
+        Self {
+            map: Some(map),
+            start,
+            len,
+        }
+    }
+}
+
+impl Deref for Buckets {
+    type Target = [Bucket];
+
+    fn deref(&self) -> &[Bucket] {
+        match &self.map {
+            Some(map) => bytemuck::cast_slice(&map[self.start..][..self.len * 64]),
+            None => &[],
+        }
+    }
+}
+
+impl DerefMut for Buckets {
+    fn deref_mut(&mut self) -> &mut [Bucket] {
+        match &mut self.map {
+            Some(map) => bytemuck::cast_slice_mut(&mut map[self.start..][..self.len * 64]),
+            None => &mut [],
+        }
+    }
+}
+
+impl std::fmt::Debug for Buckets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Buckets({})", self.len)
     }
 }
 
@@ -84,7 +206,7 @@ pub struct Slot {
 #[derive(Debug, Default)]
 pub struct IdIndex {
     /// A power of two of them, or none before the first insert.
-    buckets: Vec<Bucket>,
+    buckets: Buckets,
     /// `buckets.len() == 1 << bits`.
     bits: u32,
     /// Entries held.
@@ -100,6 +222,11 @@ impl IdIndex {
     /// Entries held.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// True when no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Asks for the line a lookup of `hash` starts at, and does nothing else. Calling it for a
@@ -119,7 +246,7 @@ impl IdIndex {
             if let Some(slot) = b.matching(hash).find(|&i| is_it(b.handles[i].seq)) {
                 return Some(Slot { bucket, slot });
             }
-            if b.overflow == 0 {
+            if b.overflow() == 0 {
                 return None;
             }
             bucket = self.next(bucket);
@@ -155,10 +282,10 @@ impl IdIndex {
         let Some(at) = self.find(hash, |s| s == seq) else {
             return false;
         };
-        self.buckets[at.bucket].tags[at.slot] = 0;
+        self.buckets[at.bucket].control[at.slot] = 0;
         let mut bucket = self.home(hash.stored());
         while bucket != at.bucket {
-            let overflow = &mut self.buckets[bucket].overflow;
+            let overflow = &mut self.buckets[bucket].control[OVERFLOW];
             if *overflow != OVERFLOW_STUCK {
                 *overflow -= 1;
             }
@@ -178,17 +305,17 @@ impl IdIndex {
     }
 
     /// Puts an entry in the first free slot from its home bucket on, counting the full buckets
-    /// it passes. There is always a free slot: the table is at most 6/7 full.
+    /// it passes. There is always a free slot: the table is at most 4/7 full.
     fn place(&mut self, tag: u8, handle: Handle) {
         let mut bucket = self.home(handle.hash);
         loop {
             let b = &mut self.buckets[bucket];
-            if let Some(slot) = b.tags.iter().position(|&t| t == 0) {
-                b.tags[slot] = tag;
+            if let Some(slot) = slots(b.empty()).next() {
+                b.control[slot] = tag;
                 b.handles[slot] = handle;
                 return;
             }
-            b.overflow = b.overflow.saturating_add(1);
+            b.control[OVERFLOW] = b.overflow().saturating_add(1);
             bucket = self.next(bucket);
         }
     }
@@ -201,11 +328,11 @@ impl IdIndex {
         } else {
             self.bits + 1
         };
-        let old = std::mem::replace(&mut self.buckets, vec![Bucket::default(); 1 << bits]);
+        let old = std::mem::replace(&mut self.buckets, Buckets::zeroed(1 << bits));
         self.bits = bits;
-        for b in &old {
-            for slot in (0..SLOTS).filter(|&i| b.tags[i] != 0) {
-                self.place(b.tags[slot], b.handles[slot]);
+        for b in old.iter() {
+            for slot in slots(!b.empty() & TAG_BITS) {
+                self.place(b.control[slot], b.handles[slot]);
             }
         }
     }
@@ -223,7 +350,7 @@ fn prefetch_line(bucket: &Bucket) {
 /// Loads `bucket`'s line; unlike a prefetch, later work may wait for the load.
 #[cfg(not(target_arch = "x86_64"))]
 fn prefetch_line(bucket: &Bucket) {
-    std::hint::black_box(bucket.overflow);
+    std::hint::black_box(bucket.overflow());
 }
 
 #[cfg(test)]
@@ -239,6 +366,26 @@ mod tests {
     fn bucket_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<Bucket>(), 64);
         assert_eq!(std::mem::align_of::<Bucket>(), 64);
+    }
+
+    #[test]
+    fn control_word_masks_name_exactly_the_slots() {
+        let mut b = Bucket::default();
+        assert_eq!(
+            slots(b.empty()).collect::<Vec<_>>(),
+            (0..SLOTS).collect::<Vec<_>>()
+        );
+        // Tags that differ from 0x85 in one bit each, and a full overflow byte.
+        b.control = [0x85, 0, 0x84, 0x85, 0xc5, 0x81, 0x85, 0xff];
+        assert_eq!(slots(b.with_tag(0x85)).collect::<Vec<_>>(), [0, 3, 6]);
+        assert_eq!(slots(b.with_tag(0x84)).collect::<Vec<_>>(), [2]);
+        assert_eq!(
+            slots(b.with_tag(0xff)).count(),
+            0,
+            "the overflow byte is no slot"
+        );
+        assert_eq!(slots(b.empty()).collect::<Vec<_>>(), [1]);
+        assert_eq!(b.overflow(), 0xff);
     }
 
     #[test]
@@ -285,7 +432,7 @@ mod tests {
         }
         assert_eq!(index.len(), 0);
         assert!(
-            index.buckets.iter().all(|b| b.overflow == 0),
+            index.buckets.iter().all(|b| b.overflow() == 0),
             "every overflow count is undone by the removals"
         );
     }

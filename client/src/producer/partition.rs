@@ -11,6 +11,9 @@ use crate::error::{ClientError, Result};
 /// The partition a message must go to, if it has a key (hash of the key) or a publisher-set id
 /// (hash of the id, so duplicates meet in one partition). `None` means "any": round robin.
 pub(crate) fn fixed_partition(message: &NewMessage, partitions: u32) -> Option<u32> {
+    if partitions == 1 {
+        return Some(0);
+    }
     if let Some(key) = &message.key {
         Some(partition_for_key(key, partitions))
     } else {

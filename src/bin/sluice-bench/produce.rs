@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use sluice_bench_common::{ns_between, payload_at, stamped_batch};
 use sluice_client::{Client, NewMessage, Outcome, Producer};
 use tokio::time::Instant;
@@ -28,6 +30,9 @@ pub struct Task {
     start: Instant,
     /// Progress.
     counters: Arc<Counters>,
+    /// Makes the message ids of `--ids`: a fast generator rather than the thread's CSPRNG, as
+    /// how an application makes its ids is its own cost, not the broker's.
+    ids: SmallRng,
 }
 
 type Sent = (Instant, usize, sluice_client::Result<Vec<Outcome>>);
@@ -62,11 +67,12 @@ impl Task {
             interval,
             start,
             counters,
+            ids: SmallRng::from_os_rng(),
         })
     }
 
     /// Publishes until the count or duration is reached; returns the latency histogram.
-    pub async fn run(self) -> anyhow::Result<Histogram<u64>> {
+    pub async fn run(mut self) -> anyhow::Result<Histogram<u64>> {
         let mut hist = histogram();
         let mut in_flight = FuturesUnordered::new();
         let end = self.start + self.args.duration;
@@ -123,7 +129,7 @@ impl Task {
     }
 
     /// `n` payloads carved out of one buffer, each starting with its scheduled send time.
-    fn batch(&self, n: usize, due: Instant) -> Vec<NewMessage> {
+    fn batch(&mut self, n: usize, due: Instant) -> Vec<NewMessage> {
         let size = self.args.size;
         let stamp = ns_between(self.start, due);
         let buf = if self.args.json {
@@ -131,9 +137,10 @@ impl Task {
         } else {
             stamped_batch(n, size, stamp)
         };
+        let ids = &mut self.ids;
         (0..n)
             .map(|i| NewMessage {
-                id: self.args.ids.then(rand::random::<[u8; 16]>),
+                id: self.args.ids.then(|| ids.random::<[u8; 16]>()),
                 ..NewMessage::new(payload_at(&buf, i, size))
             })
             .collect()
