@@ -10,21 +10,18 @@
 //!
 //! The layout is the one of F14 (folly) and Swiss tables, cut to one line: a bucket is 64 bytes
 //! holding seven 8-byte [`Handle`]s, a one-byte tag per slot and an overflow count, the tags
-//! searched eight at a time as one word. An id's home
-//! bucket comes from the top bits of its hash; a full bucket sends inserts on to the next one and
-//! counts them, so a lookup stops at the first bucket whose count is zero. Since homes are the
-//! hash's top bits, buckets are in hash order and growing the table to twice the buckets writes
-//! the new one front to back (old bucket `i` goes to `2i` and `2i + 1`), not at random.
+//! searched eight at a time as one word. An id's home bucket comes from the top bits of its
+//! hash; a full bucket sends inserts on to the next one and counts them, so a lookup stops at the
+//! first bucket whose count is zero. Since homes are the hash's top bits, buckets are in hash
+//! order and growing the table to twice the buckets writes the new one front to back (old bucket
+//! `i` goes to `2i` and `2i + 1`), not at random.
 //!
-//! The buckets live in anonymous memory of their own ([`Buckets`]) that may be backed by 2 MiB
-//! pages: at 4 KiB pages an index of hundreds of MB spans more pages than the TLB covers, so
-//! every lookup would add a page walk to its cache miss, and a prefetch that needs one may be
-//! dropped.
-
-use std::ops::{Deref, DerefMut};
+//! New bucket arrays are allocated zeroed (`calloc`), so a large one is fresh memory the kernel
+//! zeroes page by page as it is first written, not a second pass over it. Advising transparent
+//! huge pages for them was measured and dropped: fewer TLB misses, but on this VM first-touch
+//! zeroing of 2 MiB pages cost the broker more than the TLB saved (-5% publish with ids).
 
 use bytemuck::{Pod, Zeroable};
-use memmap2::{Advice, MmapMut};
 
 /// Slots per bucket: seven 8-byte handles plus eight bytes of tags and count fill a cache line.
 const SLOTS: usize = 7;
@@ -126,75 +123,6 @@ fn slots(mut mask: u64) -> impl Iterator<Item = usize> {
     })
 }
 
-/// A zeroed array of buckets in anonymous memory: the kernel zeroes each page when it is first
-/// touched (nothing is written up front), regions of 2 MiB and more are aligned to and advised
-/// for transparent huge pages, and dropping it unmaps it, giving the memory back at once.
-#[derive(Default)]
-struct Buckets {
-    /// The mapping; `None` for no buckets.
-    map: Option<MmapMut>,
-    /// Byte offset of the first bucket in `map` (past the slack kept for alignment).
-    start: usize,
-    /// Number of buckets.
-    len: usize,
-}
-
-/// The size of a transparent huge page on x86_64 and of the common arm64 configuration.
-const HUGE_PAGE: usize = 2 << 20;
-
-impl Buckets {
-    /// `len` zeroed buckets. Like a `Vec`, aborts the process if the memory cannot be had.
-    fn zeroed(len: usize) -> Self {
-        let bytes = len * std::mem::size_of::<Bucket>();
-        let huge = bytes >= HUGE_PAGE;
-        let slack = if huge { HUGE_PAGE } else { 0 };
-        let Ok(map) = MmapMut::map_anon(bytes + slack) else {
-            let layout = std::alloc::Layout::array::<Bucket>(len).expect("index size overflow");
-            std::alloc::handle_alloc_error(layout)
-        };
-        let start = if huge {
-            map.as_ptr().align_offset(HUGE_PAGE)
-        } else {
-            0
-        };
-        // Advice only: where the kernel has huge pages turned off this fails and costs nothing.
-        if huge {
-            let _ = map.advise_range(Advice::HugePage, start, bytes);
-        }
-        Self {
-            map: Some(map),
-            start,
-            len,
-        }
-    }
-}
-
-impl Deref for Buckets {
-    type Target = [Bucket];
-
-    fn deref(&self) -> &[Bucket] {
-        match &self.map {
-            Some(map) => bytemuck::cast_slice(&map[self.start..][..self.len * 64]),
-            None => &[],
-        }
-    }
-}
-
-impl DerefMut for Buckets {
-    fn deref_mut(&mut self) -> &mut [Bucket] {
-        match &mut self.map {
-            Some(map) => bytemuck::cast_slice_mut(&mut map[self.start..][..self.len * 64]),
-            None => &mut [],
-        }
-    }
-}
-
-impl std::fmt::Debug for Buckets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Buckets({})", self.len)
-    }
-}
-
 /// Where an entry sits: bucket and slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
@@ -206,7 +134,7 @@ pub struct Slot {
 #[derive(Debug, Default)]
 pub struct IdIndex {
     /// A power of two of them, or none before the first insert.
-    buckets: Buckets,
+    buckets: Vec<Bucket>,
     /// `buckets.len() == 1 << bits`.
     bits: u32,
     /// Entries held.
@@ -328,9 +256,9 @@ impl IdIndex {
         } else {
             self.bits + 1
         };
-        let old = std::mem::replace(&mut self.buckets, Buckets::zeroed(1 << bits));
+        let old = std::mem::replace(&mut self.buckets, bytemuck::zeroed_vec(1 << bits));
         self.bits = bits;
-        for b in old.iter() {
+        for b in &old {
             for slot in slots(!b.empty() & TAG_BITS) {
                 self.place(b.control[slot], b.handles[slot]);
             }
