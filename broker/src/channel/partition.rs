@@ -213,6 +213,8 @@ struct Partition {
     read_behind: ReadBehind,
     /// Ids of deleted segments still inside the dedupe window.
     archive: IdArchive,
+    /// Retention's archive file being written, before the segments it covers are deleted.
+    archiving: Option<purge::Archiving>,
     /// Offsets found expired in the current dispatch, to drop or dead-letter.
     expired: Vec<u64>,
     /// Counters and gauges of this partition.
@@ -248,6 +250,7 @@ impl Partition {
             producers: ProducerState::new(),
             ids: IdWindow::new(config.dedupe_window),
             archive,
+            archiving: None,
             read_behind: ReadBehind::default(),
             cache: TailCache::new(config.cache_bytes),
             config,
@@ -312,6 +315,15 @@ impl Partition {
         while let Some((result, after)) = self.writes.next().await {
             self.on_durable(result, after);
         }
+        // The file is kept; its segments stay until a later retention check deletes them.
+        if let Some(archiving) = self.archiving.take() {
+            match archiving.finish().await {
+                Ok(file) => self.archive.add(file),
+                Err(e) => {
+                    tracing::error!(channel = %self.config.channel, partition = self.config.id, "archiving ids: {e}")
+                }
+            }
+        }
         if let Err(e) = self.log.close().await {
             tracing::error!(channel = %self.config.channel, partition = self.config.id, "closing log: {e}");
         }
@@ -345,9 +357,10 @@ impl Partition {
             .min()
     }
 
-    /// Whether retention has anything to look at: sealed segments or archived ids.
+    /// Whether retention has anything to look at: sealed segments, archived ids or an archive
+    /// file being written.
     fn housekeeping(&self) -> bool {
-        self.log.segment_count() > 1 || self.archive.has_files()
+        self.log.segment_count() > 1 || self.archive.has_files() || self.archiving.is_some()
     }
 
     /// Now, on the partition's clock (leases and delays).

@@ -6,22 +6,48 @@
 //! (whole segments; retention may pass unconsumed messages, which the subscriptions then skip
 //! through a logged [`Command::Purge`]). Deleting segments deletes the commands and the message
 //! batches replay would read, so a [state snapshot](crate::channel::snapshot) is always saved
-//! first.
+//! first, and the ids they hold that are still inside the dedupe window go to the
+//! [id archive](crate::channel::id_archive).
+//!
+//! Retention writes that archive file in the background and deletes the segments at a later
+//! check, once the file is durable: at hundreds of thousands of ids a second it is tens of MB,
+//! and waiting for it stalled every publish to the partition for as long as it took to write and
+//! sync (+7% publish throughput with ids, measured). A purge, which answers its caller once the
+//! segments are gone, still waits.
 
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::writes::Done;
 use super::Partition;
 use crate::channel::command::Command;
 use crate::channel::error::ChannelError;
-use crate::channel::id_archive::IdArchive;
+use crate::channel::id_archive::{ArchiveFile, Encoded, IdArchive};
 use crate::log::SegmentInfo;
 
 /// How often a partition with sealed segments looks for ones it may delete.
 pub(super) const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// An id archive file being written in the background; the segments below `mark` go once it is.
+#[derive(Debug)]
+pub(super) struct Archiving {
+    /// The segments wholly below it are deleted when the file is durable.
+    mark: u64,
+    /// The blocking write of the file.
+    write: JoinHandle<Result<ArchiveFile, ChannelError>>,
+}
+
+impl Archiving {
+    /// Waits for the write; the file, once it is durable.
+    pub(super) async fn finish(self) -> Result<ArchiveFile, ChannelError> {
+        self.write
+            .await
+            .map_err(|e| ChannelError::InvalidArgument(format!("archiving ids: {e}")))?
+    }
+}
 
 impl Partition {
     /// Purges one subscription's backlog, or every subscription's, up to the committed offset,
@@ -109,29 +135,72 @@ impl Partition {
                 return;
             }
         }
-        if let Err(e) = self.delete_segments(false).await {
+        if let Err(e) = self.delete_segments_in_background().await {
             tracing::error!(channel = %self.config.channel, partition = self.config.id, "deleting segments: {e}");
         }
     }
 
-    /// Deletes the segments wholly below the low-water mark, after saving a snapshot. Only
-    /// sealed segments, unless `all` (a purge): then the active one too when everything is
-    /// below the mark.
-    async fn delete_segments(&mut self, all: bool) -> Result<(), ChannelError> {
-        let segments = self.log.segments();
-        let Some(active) = segments.last() else {
+    /// Retention's deletion: finishes one whose archive file is written, or starts one, whose
+    /// archive file is then written while the partition goes on.
+    async fn delete_segments_in_background(&mut self) -> Result<(), ChannelError> {
+        if let Some(archiving) = self.archiving.take_if(|a| a.write.is_finished()) {
+            return self.finish_archiving(archiving).await;
+        }
+        if self.archiving.is_some() {
+            return Ok(());
+        }
+        let Some(mark) = self.deletable_mark(false) else {
             return Ok(());
         };
+        match self.encode_ids(mark) {
+            Some(encoded) => {
+                let dir = self.archive.dir().to_owned();
+                let write = tokio::task::spawn_blocking(move || IdArchive::write(&dir, &encoded));
+                self.archiving = Some(Archiving { mark, write });
+                Ok(())
+            }
+            None => self.delete_segments_below(mark).await,
+        }
+    }
+
+    /// Deletes the segments wholly below the low-water mark, after archiving their live ids and
+    /// saving a snapshot. Only sealed segments, unless `all` (a purge): then the active one too
+    /// when everything is below the mark.
+    async fn delete_segments(&mut self, all: bool) -> Result<(), ChannelError> {
+        // Two writes of one archive file at once would share its temporary file.
+        if let Some(archiving) = self.archiving.take() {
+            self.finish_archiving(archiving).await?;
+        }
+        let Some(mark) = self.deletable_mark(all) else {
+            return Ok(());
+        };
+        self.archive_ids(mark).await?;
+        self.delete_segments_below(mark).await
+    }
+
+    /// Waits for a background archive file, then deletes the segments it covers.
+    async fn finish_archiving(&mut self, archiving: Archiving) -> Result<(), ChannelError> {
+        let mark = archiving.mark;
+        self.archive.add(archiving.finish().await?);
+        self.delete_segments_below(mark).await
+    }
+
+    /// The mark below which segments may be deleted, if any segment is wholly below it (with
+    /// `all`, also the active one when everything is).
+    fn deletable_mark(&self, all: bool) -> Option<u64> {
+        let segments = self.log.segments();
+        let active = segments.last()?;
         let mut mark = self.lowest_floor();
         if !all {
             mark = mark.min(active.base_offset);
         }
         let whole = segments.windows(2).any(|w| w[1].base_offset <= mark);
         let everything = all && mark >= active.end_offset && active.bytes > 0;
-        if !whole && !everything {
-            return Ok(());
-        }
-        self.archive_ids(mark).await?;
+        (whole || everything).then_some(mark)
+    }
+
+    /// Saves a snapshot, then deletes the segments wholly below `mark`; their ids are archived.
+    async fn delete_segments_below(&mut self, mark: u64) -> Result<(), ChannelError> {
         self.save_snapshot().await?;
         self.log.purge_segments_before(mark).await?;
         self.cache.drop_below(self.log.first_offset());
@@ -145,13 +214,7 @@ impl Partition {
     /// Writes the live ids stored below `mark` that are still in the log to a new archive
     /// file, before the segments holding them go (replay rebuilds the rest from the log).
     async fn archive_ids(&mut self, mark: u64) -> Result<(), ChannelError> {
-        if self.ids.window_is_off() {
-            return Ok(());
-        }
-        let ids = self
-            .ids
-            .entries_in(self.log.first_offset()..mark, self.now_ms());
-        let Some(encoded) = IdArchive::encode(ids) else {
+        let Some(encoded) = self.encode_ids(mark) else {
             return Ok(());
         };
         let dir = self.archive.dir().to_owned();
@@ -160,6 +223,18 @@ impl Partition {
             .map_err(|e| ChannelError::InvalidArgument(format!("archiving ids: {e}")))??;
         self.archive.add(file);
         Ok(())
+    }
+
+    /// The archive file for the live ids stored below `mark` that are still in the log; `None`
+    /// when there are none.
+    fn encode_ids(&self, mark: u64) -> Option<Encoded> {
+        if self.ids.window_is_off() {
+            return None;
+        }
+        let ids = self
+            .ids
+            .entries_in(self.log.first_offset()..mark, self.now_ms());
+        IdArchive::encode(ids)
     }
 
     /// Deletes the archive files whose ids have all left the dedupe window.
