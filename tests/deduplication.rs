@@ -120,35 +120,48 @@ async fn an_idempotent_producer_gets_stored_outcomes_for_fresh_batches() {
     broker.stop().await;
 }
 
+/// A channel whose segments `retention_max_bytes` deletes, consumed or not, a few at a time.
+fn small_retention() -> ChannelSettings {
+    ChannelSettings {
+        retention_max_bytes: Some(8192),
+        ..ChannelSettings::default()
+    }
+}
+
+/// Id number `i`, in an otherwise zero id.
+fn id(i: u16) -> [u8; 16] {
+    let mut id = [0; 16];
+    id[..2].copy_from_slice(&i.to_le_bytes());
+    id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ids_of_consumed_and_deleted_segments_stay_duplicates_after_kill_nine() {
+async fn ids_of_segments_retention_deleted_stay_duplicates_after_kill_nine() {
     let dir = tempfile::tempdir().unwrap();
     let env = [(CHILD_SEGMENT_BYTES_ENV, "4096")];
     let broker = ChildBroker::spawn_with_env(ENTRY, dir.path(), &env);
     let client = Client::connect(broker.addr.clone()).await.unwrap();
     client
-        .create_channel("pay", ChannelKind::Queue, ChannelSettings::default())
+        .create_channel("pay", ChannelKind::Queue, small_retention())
         .await
         .unwrap();
     let producer = client.producer("pay").build().await.unwrap();
-    // Ids on every message, so each deleted segment leaves an archive file behind.
     let mut stored = Vec::new();
     for i in 0..300u16 {
-        let mut id = [0; 16];
-        id[..2].copy_from_slice(&i.to_le_bytes());
         let body = format!("charge {i:03} {}", "x".repeat(40));
-        let outcome = producer.send(Message::new(body).id(id)).await.unwrap();
-        stored.push((id, outcome.offset()));
+        let outcome = producer.send(Message::new(body).id(id(i))).await.unwrap();
+        stored.push((id(i), outcome.offset()));
     }
-    let mut consumer = client.consumer("pay").subscribe().await.unwrap();
-    for _ in 0..stored.len() {
-        next(&mut consumer).await.ack().await.unwrap();
-    }
-    eventually("the consumed segments to be deleted", || async {
+    // Retention passes unconsumed messages whose ids are still live: they go to the archive.
+    eventually("retention to delete the oldest segments", || async {
         let d = client.describe_channel("pay").await.unwrap();
-        d.partitions[0].first_offset > 250
+        d.partitions[0].first_offset > 100
     })
     .await;
+    assert!(
+        !archive_files(dir.path()).is_empty(),
+        "the ids were archived"
+    );
     broker.kill9();
 
     let broker = ChildBroker::spawn_with_env(ENTRY, dir.path(), &env);
@@ -167,6 +180,80 @@ async fn ids_of_consumed_and_deleted_segments_stay_duplicates_after_kill_nine() 
     let d = client.describe_channel("pay").await.unwrap();
     assert_eq!(d.partitions[0].next_offset, 300, "nothing stored twice");
     broker.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumed_segments_stay_until_their_ids_leave_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = common::config_on(dir.path(), &clock);
+    config.channel_defaults.segment_bytes = 4096;
+    let broker = TestBroker::start_with(config).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let settings = ChannelSettings {
+        dedupe_window_ms: Some(60_000),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel("pay", ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+    let producer = client.producer("pay").build().await.unwrap();
+    let body = "x".repeat(100);
+    // Offsets 0..100 without ids, 100..200 with.
+    for i in 0..200 {
+        let message = Message::new(body.clone());
+        let message = if i < 100 { message } else { message.id(id(i)) };
+        producer.send(message).await.unwrap();
+    }
+    let mut consumer = client.consumer("pay").subscribe().await.unwrap();
+    for _ in 0..200 {
+        next(&mut consumer).await.ack().await.unwrap();
+    }
+    eventually("consumed segments without ids to be deleted", || async {
+        let d = client.describe_channel("pay").await.unwrap();
+        d.partitions[0].first_offset > 50
+    })
+    .await;
+    drop(consumer);
+    let broker = broker.restart().await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let d = client.describe_channel("pay").await.unwrap();
+    assert!(
+        d.partitions[0].first_offset <= 100,
+        "segments holding live ids are kept: first offset {}",
+        d.partitions[0].first_offset
+    );
+    assert!(archive_files(dir.path()).is_empty(), "nothing was archived");
+    let producer = client.producer("pay").build().await.unwrap();
+    let again = producer.send(Message::new("again").id(id(100))).await;
+    assert_eq!(
+        again.unwrap(),
+        Outcome::Duplicate {
+            partition: 0,
+            offset: 100
+        }
+    );
+
+    clock.advance(std::time::Duration::from_secs(61));
+    eventually(
+        "the segments to go once their ids left the window",
+        || async {
+            let d = client.describe_channel("pay").await.unwrap();
+            d.partitions[0].first_offset > 150
+        },
+    )
+    .await;
+    assert!(archive_files(dir.path()).is_empty(), "nothing was archived");
+    let broker = broker.restart().await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let producer = client.producer("pay").build().await.unwrap();
+    let after = producer.send(Message::new("after").id(id(100))).await;
+    assert!(
+        matches!(after.unwrap(), Outcome::Stored { .. }),
+        "past the window the id is new again"
+    );
+    broker.stop().await;
 }
 
 /// The archive files of deleted segments, anywhere under `dir`.
@@ -196,18 +283,13 @@ async fn archived_ids_are_forgotten_once_the_window_has_passed() {
     let client = Client::connect(broker.addr.clone()).await.unwrap();
     let settings = ChannelSettings {
         dedupe_window_ms: Some(60_000),
-        ..ChannelSettings::default()
+        ..small_retention()
     };
     client
         .create_channel("pay", ChannelKind::Queue, settings)
         .await
         .unwrap();
     let producer = client.producer("pay").build().await.unwrap();
-    let id = |i: u16| {
-        let mut id = [0; 16];
-        id[..2].copy_from_slice(&i.to_le_bytes());
-        id
-    };
     let body = "x".repeat(100);
     for i in 0..200 {
         producer
@@ -215,12 +297,8 @@ async fn archived_ids_are_forgotten_once_the_window_has_passed() {
             .await
             .unwrap();
     }
-    let mut consumer = client.consumer("pay").subscribe().await.unwrap();
-    for _ in 0..200 {
-        next(&mut consumer).await.ack().await.unwrap();
-    }
     eventually(
-        "consumed segments to leave their ids in the archive",
+        "retention to leave the deleted segments' ids in the archive",
         || async { !archive_files(dir.path()).is_empty() },
     )
     .await;

@@ -165,6 +165,13 @@ impl IdWindow {
         }
     }
 
+    /// Offset of the oldest id still live at `now_ms`, after forgetting the expired ones: the log
+    /// from there on holds ids deduplication still needs.
+    pub fn oldest_live_offset(&mut self, now_ms: i64) -> Option<u64> {
+        self.expire(now_ms);
+        self.order.front().map(|s| s.offset)
+    }
+
     /// Drops the oldest entry, and its id from the index unless a later entry replaced it.
     fn pop_oldest(&mut self) {
         let Some(oldest) = self.order.pop_front() else {

@@ -9,11 +9,17 @@
 //! first, and the ids they hold that are still inside the dedupe window go to the
 //! [id archive](crate::channel::id_archive).
 //!
-//! Retention writes that archive file in the background and deletes the segments at a later
-//! check, once the file is durable: at hundreds of thousands of ids a second it is tens of MB,
-//! and waiting for it stalled every publish to the partition for as long as it took to write and
-//! sync (+7% publish throughput with ids, measured). A purge, which answers its caller once the
-//! segments are gone, still waits.
+//! Consumed segments that hold ids still inside the window are kept until those ids leave it, so
+//! ordinary consumption archives nothing: replay rebuilds the window from the log. Only a purge
+//! and the retention limits (`max_age`, `max_bytes`), which must free the space now, archive ids.
+//! Archiving as segments were consumed wrote every id a second time, with a sync of tens of MB at
+//! each deletion that slowed the log's own syncs on the same disk (publish with ids +10% without
+//! it); the price is disk: a partition keeps `dedupe_window` worth of consumed log.
+//!
+//! Retention writes an archive file in the background and deletes the segments at a later
+//! check, once the file is durable, rather than stalling every publish to the partition while
+//! tens of MB are written and synced. A purge, which answers its caller once the segments are
+//! gone, waits.
 
 use std::time::Duration;
 
@@ -135,21 +141,27 @@ impl Partition {
                 return;
             }
         }
-        if let Err(e) = self.delete_segments_in_background().await {
+        if let Err(e) = self.delete_segments_in_background(retention).await {
             tracing::error!(channel = %self.config.channel, partition = self.config.id, "deleting segments: {e}");
         }
     }
 
     /// Retention's deletion: finishes one whose archive file is written, or starts one, whose
-    /// archive file is then written while the partition goes on.
-    async fn delete_segments_in_background(&mut self) -> Result<(), ChannelError> {
+    /// archive file is then written while the partition goes on. Segments holding live ids are
+    /// kept, unless the retention limits' mark `forced` passes them.
+    async fn delete_segments_in_background(&mut self, forced: u64) -> Result<(), ChannelError> {
         if let Some(archiving) = self.archiving.take_if(|a| a.write.is_finished()) {
             return self.finish_archiving(archiving).await;
         }
         if self.archiving.is_some() {
             return Ok(());
         }
-        let Some(mark) = self.deletable_mark(false) else {
+        let now = self.now_ms();
+        let hold = self
+            .ids
+            .oldest_live_offset(now)
+            .map_or(u64::MAX, |oldest| oldest.max(forced));
+        let Some(mark) = self.deletable_mark(false, hold) else {
             return Ok(());
         };
         match self.encode_ids(mark) {
@@ -171,7 +183,7 @@ impl Partition {
         if let Some(archiving) = self.archiving.take() {
             self.finish_archiving(archiving).await?;
         }
-        let Some(mark) = self.deletable_mark(all) else {
+        let Some(mark) = self.deletable_mark(all, u64::MAX) else {
             return Ok(());
         };
         self.archive_ids(mark).await?;
@@ -185,12 +197,12 @@ impl Partition {
         self.delete_segments_below(mark).await
     }
 
-    /// The mark below which segments may be deleted, if any segment is wholly below it (with
-    /// `all`, also the active one when everything is).
-    fn deletable_mark(&self, all: bool) -> Option<u64> {
+    /// The mark (at most `limit`) below which segments may be deleted, if any segment is wholly
+    /// below it (with `all`, also the active one when everything is).
+    fn deletable_mark(&self, all: bool, limit: u64) -> Option<u64> {
         let segments = self.log.segments();
         let active = segments.last()?;
-        let mut mark = self.lowest_floor();
+        let mut mark = self.lowest_floor().min(limit);
         if !all {
             mark = mark.min(active.base_offset);
         }
