@@ -143,14 +143,19 @@ impl IdWindow {
         None
     }
 
-    /// Hashes `id` and reads the index where it would be looked up, without using the result.
-    /// Preparing a whole batch before checking it lets the CPU overlap these loads (cache misses
-    /// in an index far larger than the caches) instead of waiting for each in turn in
-    /// [`IdWindow::check_and_insert_prepared`].
+    /// Hashes `id` for [`IdWindow::check_and_insert_prepared`], touching no memory.
     pub fn prepare(&self, id: [u8; 16]) -> Prepared {
-        let hash = self.hash(&id);
-        self.index.prefetch(hash);
-        Prepared { id, hash }
+        Prepared {
+            id,
+            hash: self.hash(&id),
+        }
+    }
+
+    /// Starts loading the index line `prepared`'s check will read, without waiting for it.
+    /// Prefetching a batch's ids before checking them lets their cache misses (the index is far
+    /// larger than the caches) overlap instead of queueing.
+    pub fn prefetch(&self, prepared: &Prepared) {
+        self.index.prefetch(prepared.hash);
     }
 
     /// Forgets ids that are no longer live at `now_ms`. Amortised O(1) per insert; call it once

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use super::consumer::ConsumerHandle;
 use super::cursor::ConsumerKey;
 use super::dead_letter::MoveSink;
-use super::dedupe::{IdWindow, ProducerState};
+use super::dedupe::{IdWindow, Prepared, ProducerState};
 use super::delivery::{ReadBehind, TailCache};
 use super::error::ChannelError;
 use super::expiry::Expiry;
@@ -209,6 +209,9 @@ struct Partition {
     producers: ProducerState,
     /// Recently stored message ids.
     ids: IdWindow,
+    /// The ids of the next publish batch of the current burst, hashed, to prefetch while the
+    /// current batch's ids are checked.
+    lookahead: Vec<Prepared>,
     /// The last chunk read from the log for consumers behind the tail cache.
     read_behind: ReadBehind,
     /// Ids of deleted segments still inside the dedupe window.
@@ -249,6 +252,7 @@ impl Partition {
             expiry: Expiry::new(config.max_age),
             producers: ProducerState::new(),
             ids: IdWindow::new(config.dedupe_window),
+            lookahead: Vec::new(),
             archive,
             archiving: None,
             read_behind: ReadBehind::default(),

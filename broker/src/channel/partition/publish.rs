@@ -11,7 +11,7 @@ use sluice_protocol::types::{DuplicateRun, InvalidOutcome, StoredRun};
 use sluice_protocol::{BatchBuilder, ErrorBody, ErrorCode, RecordBatch, Response, Stamp};
 
 use super::writes::{AfterWrite, Done};
-use super::{Partition, TERM};
+use super::{Partition, PartitionRequest, TERM};
 use crate::channel::dedupe::{Prepared, SessionVerdict};
 use crate::channel::error::ChannelError;
 use crate::channel::outbox::Reply;
@@ -184,8 +184,9 @@ impl Partition {
         if self.ids.window_is_off() {
             return (Some(batch), None, Vec::new());
         }
-        // All of the batch's ids are prepared (hashed, their index slots read) before any is
-        // checked, so their cache misses overlap.
+        // All of the batch's ids are hashed and their index lines asked for before any is
+        // checked, so their cache misses overlap; most were asked for already, while the batch
+        // before it in the burst was checked (see `look_ahead`).
         let ids: Vec<(u32, Prepared)> = batch
             .record_slices()
             .enumerate()
@@ -194,16 +195,24 @@ impl Partition {
         if ids.is_empty() {
             return (Some(batch), None, Vec::new());
         }
+        for (_, id) in &ids {
+            self.ids.prefetch(id);
+        }
         self.ids.expire(now);
         let base = self.log.next_offset();
         let mut kept = Vec::with_capacity(batch.record_count() as usize);
         let mut duplicates = Vec::new();
         let mut ids = ids.into_iter().peekable();
+        let mut ahead = std::mem::take(&mut self.lookahead).into_iter();
         for i in 0..batch.record_count() {
             let Some((_, id)) = ids.next_if(|&(j, _)| j == i) else {
                 kept.push(i);
                 continue;
             };
+            // One line of the next batch per check: its misses overlap with this work.
+            if let Some(next) = ahead.next() {
+                self.ids.prefetch(&next);
+            }
             match self
                 .ids
                 .check_and_insert_prepared(id, base + kept.len() as u64, now)
@@ -215,11 +224,33 @@ impl Partition {
                 None => kept.push(i),
             }
         }
+        for next in ahead {
+            self.ids.prefetch(&next);
+        }
         if duplicates.is_empty() {
             return (Some(batch), None, duplicates);
         }
         let rebuilt = rebuild(&batch, &kept);
         (rebuilt, Some(kept), duplicates)
+    }
+
+    /// Hashes the ids of `next`, the request after the one about to be handled, if it is a
+    /// publish: their index lines are then asked for one by one while the current batch's ids
+    /// are checked.
+    pub(super) fn look_ahead(&mut self, next: Option<&PartitionRequest>) {
+        self.lookahead.clear();
+        let Some(PartitionRequest::Publish { batch, .. }) = next else {
+            return;
+        };
+        if self.ids.window_is_off() {
+            return;
+        }
+        let ids = &self.ids;
+        let prepared = batch
+            .record_slices()
+            .filter_map(peek_id)
+            .map(|id| ids.prepare(id));
+        self.lookahead.extend(prepared);
     }
 
     fn append_batch(&mut self, batch: RecordBatch, now: i64, pending: PendingAck, reply: Reply) {

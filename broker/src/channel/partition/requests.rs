@@ -172,7 +172,9 @@ impl Partition {
         burst: &mut Vec<PartitionRequest>,
     ) -> Option<oneshot::Sender<()>> {
         let mut shutdown = None;
-        for request in burst.drain(..) {
+        let mut requests = burst.drain(..).peekable();
+        while let Some(request) = requests.next() {
+            self.look_ahead(requests.peek());
             match request {
                 PartitionRequest::Shutdown { done } => shutdown = Some(done),
                 other if shutdown.is_some() => refuse(other),
