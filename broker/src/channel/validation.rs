@@ -132,6 +132,11 @@ fn quote(value: &[u8]) -> String {
 
 fn check_format(format: PayloadFormat, payload: &[u8]) -> Result<(), String> {
     match format {
+        // JSON text is UTF-8 (RFC 8259 §8.1); serde_json does not check it inside the strings
+        // it skips, so a payload a consumer's JSON parser refuses would otherwise pass.
+        PayloadFormat::Json if std::str::from_utf8(payload).is_err() => {
+            Err("payload-format: not json: invalid UTF-8".to_owned())
+        }
         PayloadFormat::Json => serde_json::from_slice::<serde::de::IgnoredAny>(payload)
             .map(drop)
             .map_err(|e| format!("payload-format: not json: {e}")),

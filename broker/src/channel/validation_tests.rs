@@ -132,6 +132,17 @@ fn json_payloads_must_be_one_complete_document() {
         let err = c.check(&message(&[], bad)).unwrap_err();
         assert!(err.starts_with("payload-format: not json: "), "{err}");
     }
+    // Well-formed but for a byte that is not UTF-8, inside a string.
+    let not_utf8 = b"{\"name\":\"caf\xe9\"}";
+    assert!(serde_json::from_slice::<serde_json::Value>(not_utf8).is_err());
+    assert_eq!(
+        c.check(&message(&[], not_utf8)),
+        Err("payload-format: not json: invalid UTF-8".to_owned())
+    );
+    assert_eq!(
+        c.check(&message(&[], "{\"name\":\"café\"}".as_bytes())),
+        Ok(())
+    );
 }
 
 #[test]
