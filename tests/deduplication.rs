@@ -128,6 +128,13 @@ fn small_retention() -> ChannelSettings {
     }
 }
 
+/// A broker on `clock` whose segments hold 4 KiB, so a few hundred messages fill several.
+async fn small_segments(dir: &std::path::Path, clock: &ManualClock) -> TestBroker {
+    let mut config = common::config_on(dir, clock);
+    config.channel_defaults.segment_bytes = 4096;
+    TestBroker::start_with(config).await
+}
+
 /// Id number `i`, in an otherwise zero id.
 fn id(i: u16) -> [u8; 16] {
     let mut id = [0; 16];
@@ -186,9 +193,7 @@ async fn ids_of_segments_retention_deleted_stay_duplicates_after_kill_nine() {
 async fn consumed_segments_stay_until_their_ids_leave_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
-    let mut config = common::config_on(dir.path(), &clock);
-    config.channel_defaults.segment_bytes = 4096;
-    let broker = TestBroker::start_with(config).await;
+    let broker = small_segments(dir.path(), &clock).await;
     let client = Client::connect(broker.addr.clone()).await.unwrap();
     let settings = ChannelSettings {
         dedupe_window_ms: Some(60_000),
@@ -277,9 +282,7 @@ fn archive_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn archived_ids_are_forgotten_once_the_window_has_passed() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
-    let mut config = common::config_on(dir.path(), &clock);
-    config.channel_defaults.segment_bytes = 4096;
-    let broker = TestBroker::start_with(config).await;
+    let broker = small_segments(dir.path(), &clock).await;
     let client = Client::connect(broker.addr.clone()).await.unwrap();
     let settings = ChannelSettings {
         dedupe_window_ms: Some(60_000),
