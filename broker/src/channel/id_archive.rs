@@ -1,8 +1,10 @@
 //! The message ids of deleted log segments that are still inside the dedupe window.
 //!
-//! The id window is rebuilt on open by replaying the log, but purge and retention delete log
-//! segments while ids stored in them may still be inside `dedupe_window` (DESIGN §2: purge does
-//! not reset deduplication). Before segments go, the partition writes their live ids here, once:
+//! The id window is rebuilt on open by replaying the log, but purge and the retention limits
+//! (`max_age`, `max_bytes`) delete log segments while ids stored in them may still be inside
+//! `dedupe_window` (DESIGN §2: purge does not reset deduplication). Consumption alone never
+//! does: retention keeps consumed segments until their ids leave the window
+//! (`partition/purge.rs`). Before segments go, the partition writes their live ids here, once:
 //! one immutable file per deletion, removed when its newest id has left the window. Each id is
 //! written at most once, so the cost is a sequential write of ~18 bytes per archived id, however
 //! large the window; a full copy of the window per deletion would grow with the window.
