@@ -212,6 +212,8 @@ struct Partition {
     /// The ids of the next publish batch of the current burst, hashed, to prefetch while the
     /// current batch's ids are checked.
     lookahead: Vec<Prepared>,
+    /// The current publish batch's ids by record index, kept to reuse its allocation.
+    batch_ids: Vec<(u32, Prepared)>,
     /// The last chunk read from the log for consumers behind the tail cache.
     read_behind: ReadBehind,
     /// Ids of deleted segments still inside the dedupe window.
@@ -253,6 +255,7 @@ impl Partition {
             producers: ProducerState::new(),
             ids: IdWindow::new(config.dedupe_window),
             lookahead: Vec::new(),
+            batch_ids: Vec::new(),
             archive,
             archiving: None,
             read_behind: ReadBehind::default(),

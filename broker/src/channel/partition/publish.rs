@@ -12,7 +12,7 @@ use sluice_protocol::{BatchBuilder, ErrorBody, ErrorCode, RecordBatch, Response,
 
 use super::writes::{AfterWrite, Done};
 use super::{Partition, PartitionRequest, TERM};
-use crate::channel::dedupe::{Prepared, SessionVerdict};
+use crate::channel::dedupe::SessionVerdict;
 use crate::channel::error::ChannelError;
 use crate::channel::outbox::Reply;
 
@@ -187,48 +187,45 @@ impl Partition {
         // All of the batch's ids are hashed and their index lines asked for before any is
         // checked, so their cache misses overlap; most were asked for already, while the batch
         // before it in the burst was checked (see `look_ahead`).
-        let ids: Vec<(u32, Prepared)> = batch
-            .record_slices()
-            .enumerate()
-            .filter_map(|(i, r)| peek_id(r).map(|id| (i as u32, self.ids.prepare(id))))
-            .collect();
-        if ids.is_empty() {
-            return (Some(batch), None, Vec::new());
-        }
+        let mut ids = std::mem::take(&mut self.batch_ids);
+        ids.clear();
+        let prepared = batch.record_slices().enumerate();
+        ids.extend(
+            prepared.filter_map(|(i, r)| peek_id(r).map(|id| (i as u32, self.ids.prepare(id)))),
+        );
         for (_, id) in &ids {
             self.ids.prefetch(id);
         }
         self.ids.expire(now);
         let base = self.log.next_offset();
-        let mut kept = Vec::with_capacity(batch.record_count() as usize);
         let mut duplicates = Vec::new();
-        let mut ids = ids.into_iter().peekable();
-        let mut ahead = std::mem::take(&mut self.lookahead).into_iter();
-        for i in 0..batch.record_count() {
-            let Some((_, id)) = ids.next_if(|&(j, _)| j == i) else {
-                kept.push(i);
-                continue;
-            };
+        for (k, &(i, id)) in ids.iter().enumerate() {
             // One line of the next batch per check: its misses overlap with this work.
-            if let Some(next) = ahead.next() {
-                self.ids.prefetch(&next);
+            if let Some(next) = self.lookahead.get(k) {
+                self.ids.prefetch(next);
             }
-            match self
-                .ids
-                .check_and_insert_prepared(id, base + kept.len() as u64, now)
-            {
-                Some(offset) => duplicates.push(DuplicateRun {
-                    index: original(i),
-                    offset,
-                }),
-                None => kept.push(i),
+            // Record `i` is stored after the records before it that are not duplicates.
+            let offset = base + u64::from(i) - duplicates.len() as u64;
+            if let Some(first) = self.ids.check_and_insert_prepared(id, offset, now) {
+                duplicates.push(DuplicateRun {
+                    index: i,
+                    offset: first,
+                });
             }
         }
-        for next in ahead {
-            self.ids.prefetch(&next);
+        for next in self.lookahead.iter().skip(ids.len()) {
+            self.ids.prefetch(next);
         }
+        self.batch_ids = ids;
         if duplicates.is_empty() {
             return (Some(batch), None, duplicates);
+        }
+        let mut dropped = duplicates.iter().map(|d| d.index).peekable();
+        let kept: Vec<u32> = (0..batch.record_count())
+            .filter(|&i| dropped.next_if_eq(&i).is_none())
+            .collect();
+        for d in &mut duplicates {
+            d.index = original(d.index);
         }
         let rebuilt = rebuild(&batch, &kept);
         (rebuilt, Some(kept), duplicates)
