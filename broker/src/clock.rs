@@ -136,6 +136,10 @@ impl Clock for ManualClock {
         let base = self.inner.base;
         let mut elapsed = self.inner.elapsed.subscribe();
         Box::pin(async move {
+            // Like a tokio timer, spend a unit of the task's cooperative budget, so a loop that
+            // keeps sleeping until a past deadline yields now and then instead of holding its
+            // worker thread (and hanging the test) for good.
+            tokio::task::coop::consume_budget().await;
             while base + *elapsed.borrow_and_update() < deadline {
                 if elapsed.changed().await.is_err() {
                     // Every handle is gone: time never moves again.
@@ -225,6 +229,32 @@ mod tests {
             futures::poll!(&mut sleep).is_ready(),
             "still asleep at the deadline"
         );
+    }
+
+    #[test]
+    fn sleeping_past_a_deadline_in_a_loop_lets_other_tasks_run() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // On its own thread, so a runtime that never gets its thread back fails the test
+        // instead of hanging it.
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let clock = ManualClock::new();
+                let past = clock.now();
+                tokio::spawn(async move {
+                    loop {
+                        clock.sleep_until(past).await;
+                    }
+                });
+                let other = tokio::spawn(async {});
+                other.await.unwrap();
+            });
+            let _ = tx.send(());
+        });
+        let ran = rx.recv_timeout(Duration::from_secs(10));
+        assert!(ran.is_ok(), "the spinning task never yielded");
     }
 
     #[test]
