@@ -45,7 +45,7 @@ pub struct IdWindow {
     head: u32,
 }
 
-/// An id with its hash, probed ahead of its check (see [`IdWindow::prepare`]).
+/// An id with its hash, computed ahead of its check (see [`IdWindow::prepare`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Prepared {
     id: [u8; 16],
@@ -123,12 +123,10 @@ impl IdWindow {
         }
         let Prepared { id, hash } = prepared;
         let seq = self.head.wrapping_add(self.order.len() as u32);
-        let (order, head) = (&self.order, self.head);
-        let at = |seq: u32| &order[seq.wrapping_sub(head) as usize];
-        match self.index.find(hash, |s| at(s).id == id) {
+        match self.index.find(hash, |s| self.entry(s).id == id) {
             Some(slot) => {
-                let stored = at(self.index.get(slot).seq);
-                if is_live(self.window_ms, stored.at, now_ms) {
+                let stored = *self.entry(self.index.get(slot).seq);
+                if self.covers(stored.at, now_ms) {
                     return Some(stored.offset);
                 }
                 self.index.set_seq(slot, seq);
@@ -224,7 +222,7 @@ impl IdWindow {
             .map(|s| (s.id, s.offset, s.at))
     }
 
-    /// Remembers `(id, offset, stored_at_ms)` entries (see [`IdWindow::entries`]), in offset
+    /// Remembers `(id, offset, stored_at_ms)` entries (see [`IdWindow::entries_in`]), in offset
     /// order whatever order they come in.
     pub fn restore(&mut self, entries: &[([u8; 16], u64, i64)]) {
         let mut sorted = entries.to_vec();
@@ -233,10 +231,6 @@ impl IdWindow {
             self.insert(id, offset, at);
         }
     }
-}
-
-fn is_live(window_ms: i64, stored_at: i64, now_ms: i64) -> bool {
-    now_ms.saturating_sub(stored_at) < window_ms
 }
 
 /// How a producer session's batch relates to what the partition already stored.

@@ -13,7 +13,7 @@ pub mod delivery;
 pub mod error;
 pub mod expiry;
 pub mod id_archive;
-pub mod id_index;
+mod id_index;
 pub mod outbox;
 pub mod partition;
 pub mod publish;
