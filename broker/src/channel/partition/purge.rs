@@ -31,7 +31,7 @@ use super::writes::Done;
 use super::Partition;
 use crate::channel::command::Command;
 use crate::channel::error::ChannelError;
-use crate::channel::id_archive::{ArchiveFile, Encoded, IdArchive};
+use crate::channel::id_archive::{ArchiveFile, IdArchive};
 use crate::log::SegmentInfo;
 
 /// How often a partition with sealed segments looks for ones it may delete.
@@ -164,11 +164,9 @@ impl Partition {
         let Some(mark) = self.deletable_mark(false, hold) else {
             return Ok(());
         };
-        match self.encode_ids(mark) {
-            Some(encoded) => {
-                let dir = self.archive.dir().to_owned();
-                let write = tokio::task::spawn_blocking(move || IdArchive::write(&dir, &encoded));
-                self.archiving = Some(Archiving { mark, write });
+        match self.start_archiving(mark) {
+            Some(archiving) => {
+                self.archiving = Some(archiving);
                 Ok(())
             }
             None => self.delete_segments_below(mark).await,
@@ -186,8 +184,10 @@ impl Partition {
         let Some(mark) = self.deletable_mark(all, u64::MAX) else {
             return Ok(());
         };
-        self.archive_ids(mark).await?;
-        self.delete_segments_below(mark).await
+        match self.start_archiving(mark) {
+            Some(archiving) => self.finish_archiving(archiving).await,
+            None => self.delete_segments_below(mark).await,
+        }
     }
 
     /// Waits for a background archive file, then deletes the segments it covers.
@@ -223,30 +223,20 @@ impl Partition {
         Ok(())
     }
 
-    /// Writes the live ids stored below `mark` that are still in the log to a new archive
-    /// file, before the segments holding them go (replay rebuilds the rest from the log).
-    async fn archive_ids(&mut self, mark: u64) -> Result<(), ChannelError> {
-        let Some(encoded) = self.encode_ids(mark) else {
-            return Ok(());
-        };
-        let dir = self.archive.dir().to_owned();
-        let file = tokio::task::spawn_blocking(move || IdArchive::write(&dir, &encoded))
-            .await
-            .map_err(|e| ChannelError::InvalidArgument(format!("archiving ids: {e}")))??;
-        self.archive.add(file);
-        Ok(())
-    }
-
-    /// The archive file for the live ids stored below `mark` that are still in the log; `None`
-    /// when there are none.
-    fn encode_ids(&self, mark: u64) -> Option<Encoded> {
+    /// Starts writing, on the blocking pool, the archive file for the live ids stored below
+    /// `mark` that are still in the log, before the segments holding them go (replay rebuilds the
+    /// rest from the log); `None` when there are none.
+    fn start_archiving(&self, mark: u64) -> Option<Archiving> {
         if self.ids.window_is_off() {
             return None;
         }
         let ids = self
             .ids
             .entries_in(self.log.first_offset()..mark, self.now_ms());
-        IdArchive::encode(ids)
+        let encoded = IdArchive::encode(ids)?;
+        let dir = self.archive.dir().to_owned();
+        let write = tokio::task::spawn_blocking(move || IdArchive::write(&dir, &encoded));
+        Some(Archiving { mark, write })
     }
 
     /// Deletes the archive files whose ids have all left the dedupe window.
