@@ -209,9 +209,6 @@ struct Partition {
     producers: ProducerState,
     /// Recently stored message ids.
     ids: IdWindow,
-    /// The ids of the next publish batch of the current burst, hashed, to prefetch while the
-    /// current batch's ids are checked.
-    lookahead: Vec<Prepared>,
     /// The current publish batch's ids by record index, kept to reuse its allocation.
     batch_ids: Vec<(u32, Prepared)>,
     /// The last chunk read from the log for consumers behind the tail cache.
@@ -254,7 +251,6 @@ impl Partition {
             expiry: Expiry::new(config.max_age),
             producers: ProducerState::new(),
             ids: IdWindow::new(config.dedupe_window),
-            lookahead: Vec::new(),
             batch_ids: Vec::new(),
             archive,
             archiving: None,

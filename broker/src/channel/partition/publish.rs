@@ -11,7 +11,7 @@ use sluice_protocol::types::{DuplicateRun, InvalidOutcome, StoredRun};
 use sluice_protocol::{BatchBuilder, ErrorBody, ErrorCode, RecordBatch, Response, Stamp};
 
 use super::writes::{AfterWrite, Done};
-use super::{Partition, PartitionRequest, TERM};
+use super::{Partition, TERM};
 use crate::channel::dedupe::SessionVerdict;
 use crate::channel::error::ChannelError;
 use crate::channel::outbox::Reply;
@@ -185,8 +185,7 @@ impl Partition {
             return (Some(batch), None, Vec::new());
         }
         // All of the batch's ids are hashed and their index lines asked for before any is
-        // checked, so their cache misses overlap; most were asked for already, while the batch
-        // before it in the burst was checked (see `look_ahead`).
+        // checked, so their cache misses overlap.
         let mut ids = std::mem::take(&mut self.batch_ids);
         ids.clear();
         let prepared = batch.record_slices().enumerate();
@@ -199,11 +198,7 @@ impl Partition {
         self.ids.expire(now);
         let base = self.log.next_offset();
         let mut duplicates = Vec::new();
-        for (k, &(i, id)) in ids.iter().enumerate() {
-            // One line of the next batch per check: its misses overlap with this work.
-            if let Some(next) = self.lookahead.get(k) {
-                self.ids.prefetch(next);
-            }
+        for &(i, id) in &ids {
             // Record `i` is stored after the records before it that are not duplicates.
             let offset = base + u64::from(i) - duplicates.len() as u64;
             if let Some(first) = self.ids.check_and_insert_prepared(id, offset, now) {
@@ -212,9 +207,6 @@ impl Partition {
                     offset: first,
                 });
             }
-        }
-        for next in self.lookahead.iter().skip(ids.len()) {
-            self.ids.prefetch(next);
         }
         self.batch_ids = ids;
         if duplicates.is_empty() {
@@ -229,25 +221,6 @@ impl Partition {
         }
         let rebuilt = rebuild(&batch, &kept);
         (rebuilt, Some(kept), duplicates)
-    }
-
-    /// Hashes the ids of `next`, the request after the one about to be handled, if it is a
-    /// publish: their index lines are then asked for one by one while the current batch's ids
-    /// are checked.
-    pub(super) fn look_ahead(&mut self, next: Option<&PartitionRequest>) {
-        self.lookahead.clear();
-        let Some(PartitionRequest::Publish { batch, .. }) = next else {
-            return;
-        };
-        if self.ids.window_is_off() {
-            return;
-        }
-        let ids = &self.ids;
-        let prepared = batch
-            .record_slices()
-            .filter_map(peek_id)
-            .map(|id| ids.prepare(id));
-        self.lookahead.extend(prepared);
     }
 
     fn append_batch(&mut self, batch: RecordBatch, now: i64, pending: PendingAck, reply: Reply) {

@@ -172,9 +172,7 @@ impl Partition {
         burst: &mut Vec<PartitionRequest>,
     ) -> Option<oneshot::Sender<()>> {
         let mut shutdown = None;
-        let mut requests = burst.drain(..).peekable();
-        while let Some(request) = requests.next() {
-            self.look_ahead(requests.peek());
+        for request in burst.drain(..) {
             match request {
                 PartitionRequest::Shutdown { done } => shutdown = Some(done),
                 other if shutdown.is_some() => refuse(other),
