@@ -335,3 +335,43 @@ async fn archived_ids_are_forgotten_once_the_window_has_passed() {
     );
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_whose_id_archive_cannot_be_written_fails_and_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let broker = small_segments(dir.path(), &clock).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    client
+        .create_channel("pay", ChannelKind::Queue, ChannelSettings::default())
+        .await
+        .unwrap();
+    let producer = client.producer("pay").build().await.unwrap();
+    let body = "x".repeat(100);
+    for i in 0..100 {
+        let message = Message::new(body.clone()).id(id(i));
+        producer.send(message).await.unwrap();
+    }
+    // A file where the archive directory belongs: creating it fails.
+    let blocker = dir.path().join("channels/pay/0.ids");
+    std::fs::write(&blocker, b"in the way").unwrap();
+
+    let err = client.purge("pay", None).await.unwrap_err();
+    assert!(err.to_string().contains("id archive"), "{err}");
+    let d = client.describe_channel("pay").await.unwrap();
+    assert_eq!(d.partitions[0].first_offset, 0, "no segment was deleted");
+
+    std::fs::remove_file(&blocker).unwrap();
+    let broker = broker.restart().await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let producer = client.producer("pay").build().await.unwrap();
+    let again = producer.send(Message::new("again").id(id(0))).await;
+    assert_eq!(
+        again.unwrap(),
+        Outcome::Duplicate {
+            partition: 0,
+            offset: 0
+        }
+    );
+    broker.stop().await;
+}

@@ -140,6 +140,19 @@ async fn start_endpoint() -> (SocketAddr, CancellationToken) {
     (addr, stop)
 }
 
+/// Creates `name` as a one-partition queue with the [`LEASE`] these tests advance past.
+async fn create_metered_queue(client: &Client, name: &str) {
+    let settings = ChannelSettings {
+        partitions: Some(1),
+        lease_ms: Some(LEASE.as_millis() as u64),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel(name, ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_move_by_exactly_what_clients_did() {
     // The recorder must be installed before the broker opens partitions.
@@ -148,15 +161,7 @@ async fn counters_move_by_exactly_what_clients_did() {
     let clock = ManualClock::new();
     let broker = TestBroker::start_on(dir.path(), &clock).await;
     let client = Client::connect(broker.addr.clone()).await.unwrap();
-    let settings = ChannelSettings {
-        partitions: Some(1),
-        lease_ms: Some(LEASE.as_millis() as u64),
-        ..ChannelSettings::default()
-    };
-    client
-        .create_channel(CHANNEL, ChannelKind::Queue, settings)
-        .await
-        .unwrap();
+    create_metered_queue(&client, CHANNEL).await;
 
     let producer = client.producer(CHANNEL).build().await.unwrap();
     for i in 0..PUBLISHED {
@@ -329,15 +334,7 @@ async fn a_late_ack_of_a_message_that_expired_meanwhile_is_not_counted_as_acked(
     let clock = ManualClock::new();
     let broker = TestBroker::start_on(dir.path(), &clock).await;
     let client = Client::connect(broker.addr.clone()).await.unwrap();
-    let settings = ChannelSettings {
-        partitions: Some(1),
-        lease_ms: Some(LEASE.as_millis() as u64),
-        ..ChannelSettings::default()
-    };
-    client
-        .create_channel(LATE, ChannelKind::Queue, settings)
-        .await
-        .unwrap();
+    create_metered_queue(&client, LATE).await;
     let producer = client.producer(LATE).build().await.unwrap();
     let ttl = Duration::from_secs(5);
     producer.send(Message::new("brief").ttl(ttl)).await.unwrap();
