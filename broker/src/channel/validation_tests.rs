@@ -143,6 +143,23 @@ fn json_payloads_must_be_one_complete_document() {
         c.check(&message(&[], "{\"name\":\"café\"}".as_bytes())),
         Ok(())
     );
+    // Escapes are decoded: a lone surrogate is refused as serde_json's Value refuses it, a
+    // surrogate pair and ordinary escapes pass.
+    for lone in [
+        &br#"{"s":"\ud800"}"#[..],
+        br#"["\udc00x"]"#,
+        br#"{"\ud83d":1}"#,
+    ] {
+        assert!(serde_json::from_slice::<serde_json::Value>(lone).is_err());
+        let err = c.check(&message(&[], lone)).unwrap_err();
+        assert!(err.starts_with("payload-format: not json: "), "{err}");
+    }
+    for fine in [
+        &br#"{"s":"\ud83d\ude00"}"#[..],
+        br#"["\u00e9\"\\\/\b\f\n\r\t"]"#,
+    ] {
+        assert_eq!(c.check(&message(&[], fine)), Ok(()), "{fine:?}");
+    }
 }
 
 #[test]
