@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use common::{next, text, TestBroker};
 use sluice_client::types::{ChannelKind, ChannelSettings};
 use sluice_client::{Client, Message};
+use sluice_protocol::ErrorCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_messages_survive_a_restart_and_acked_ones_never_return() {
@@ -110,6 +111,72 @@ async fn a_backlog_of_several_log_reads_is_delivered_in_order_after_a_restart() 
             d.offset()
         );
         assert_eq!(d.delivery_count(), 1);
+        d.ack().await.unwrap();
+    }
+    broker.stop().await;
+}
+
+/// A write that fails (here: the partition's directory is moved away, so the next segment cannot
+/// be created) fails the partition. That publish and every later one get a storage error naming
+/// the failure, not a misleading "invalid argument"; nothing acknowledged before is lost, and with
+/// the directory back a restart serves every acknowledged message again, once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_fails_the_partition_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.channel_defaults.segment_bytes = 4096;
+    let broker = TestBroker::start_with(config.clone()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    client
+        .create_channel("jobs", ChannelKind::Queue, ChannelSettings::default())
+        .await
+        .unwrap();
+    let producer = client.producer("jobs").build().await.unwrap();
+    let batch = |from: usize| -> Vec<_> {
+        (from..from + 10)
+            .map(|i| Message::new(format!("job-{i:04}:{}", "x".repeat(90))).into_inner())
+            .collect()
+    };
+    producer.send_batch(batch(0)).await.unwrap();
+    let partition_dir = dir.path().join("channels").join("jobs").join("0");
+    let moved = dir.path().join("moved-away");
+    std::fs::rename(&partition_dir, &moved).unwrap();
+
+    let mut acked = 10;
+    let failure = loop {
+        match producer.send_batch(batch(acked)).await {
+            Ok(_) => acked += 10,
+            Err(e) => break e,
+        }
+        assert!(
+            acked < 1000,
+            "4 KiB segments must roll within 1000 messages"
+        );
+    };
+    assert_eq!(failure.code(), Some(ErrorCode::Storage), "{failure}");
+    let later = producer.send_batch(batch(5000)).await.unwrap_err();
+    assert_eq!(later.code(), Some(ErrorCode::Storage), "{later}");
+    assert!(later.to_string().contains("partition failed"), "{later}");
+
+    drop(producer);
+    drop(client);
+    broker.stop().await;
+    std::fs::rename(&moved, &partition_dir).unwrap();
+    let broker = TestBroker::start_with(config).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let mut consumer = client
+        .consumer("jobs")
+        .prefetch(64)
+        .subscribe()
+        .await
+        .unwrap();
+    for i in 0..acked {
+        let d = next(&mut consumer).await;
+        assert!(
+            text(&d).starts_with(&format!("job-{i:04}:")),
+            "{}",
+            text(&d)
+        );
         d.ack().await.unwrap();
     }
     broker.stop().await;

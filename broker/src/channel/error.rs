@@ -50,6 +50,12 @@ pub enum ChannelError {
     /// An argument is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A write of the partition failed earlier; it accepts no change until it is reopened.
+    #[error("partition failed: {0}")]
+    PartitionFailed(String),
+    /// The broker failed in a way no request can cause (a background task panicked).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A batch is larger than the channel allows.
     #[error("batch of {size} bytes exceeds the limit of {max}")]
     BatchTooLarge {
@@ -116,9 +122,11 @@ impl ChannelError {
             Self::WrongKind(_) => ErrorCode::WrongKind,
             Self::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
             Self::UnknownConsumer(_) => ErrorCode::UnknownConsumer,
-            Self::Log(_) | Self::CorruptCommand { .. } | Self::Metadata { .. } => {
-                ErrorCode::Storage
-            }
+            Self::Log(_)
+            | Self::CorruptCommand { .. }
+            | Self::Metadata { .. }
+            | Self::PartitionFailed(_) => ErrorCode::Storage,
+            Self::Internal(_) => ErrorCode::Internal,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
         }
     }

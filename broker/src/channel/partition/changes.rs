@@ -109,9 +109,7 @@ impl Partition {
             return done.ok(Response::Ok);
         }
         if let Some(reason) = &self.failed {
-            return done.err(ChannelError::InvalidArgument(format!(
-                "partition failed: {reason}"
-            )));
+            return done.err(ChannelError::PartitionFailed(reason.clone()));
         }
         match self.log.append(command.to_batch(), TERM, self.now_ms()) {
             Ok((_, durable)) => self

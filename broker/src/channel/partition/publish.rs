@@ -166,9 +166,7 @@ impl Partition {
             });
         }
         match &self.failed {
-            Some(reason) => Err(ChannelError::InvalidArgument(format!(
-                "partition failed: {reason}"
-            ))),
+            Some(reason) => Err(ChannelError::PartitionFailed(reason.clone())),
             None => Ok(()),
         }
     }

@@ -51,7 +51,7 @@ impl Archiving {
     pub(super) async fn finish(self) -> Result<ArchiveFile, ChannelError> {
         self.write
             .await
-            .map_err(|e| ChannelError::InvalidArgument(format!("archiving ids: {e}")))?
+            .map_err(|e| ChannelError::Internal(format!("archiving ids: {e}")))?
     }
 }
 

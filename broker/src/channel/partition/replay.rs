@@ -26,7 +26,7 @@ impl Partition {
         let path = self.snapshot_path.clone();
         let loaded = tokio::task::spawn_blocking(move || StateSnapshot::load(&path))
             .await
-            .map_err(|e| ChannelError::InvalidArgument(format!("loading snapshot: {e}")))??;
+            .map_err(|e| ChannelError::Internal(format!("loading snapshot: {e}")))??;
         let mut ids = self.load_archived_ids().await?;
         let after = match loaded {
             Some(snapshot) => self.restore(snapshot, &mut ids)?,
@@ -59,7 +59,7 @@ impl Partition {
             archive.load().map(|ids| (archive, ids))
         })
         .await
-        .map_err(|e| ChannelError::InvalidArgument(format!("loading id archive: {e}")))??;
+        .map_err(|e| ChannelError::Internal(format!("loading id archive: {e}")))??;
         self.archive = archive;
         self.forget_archived_ids();
         Ok(ids)
