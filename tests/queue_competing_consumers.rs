@@ -78,3 +78,55 @@ async fn two_competing_consumers_split_the_queue_without_overlap() {
     );
     broker.stop().await;
 }
+
+/// Messages published one at a time go to the consumers in turn: with N consumers on one
+/// partition, 4N messages give each consumer exactly 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_take_turns_when_messages_come_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    for n in 2..=4 {
+        let channel = format!("turns{n}");
+        client
+            .create_channel(&channel, ChannelKind::Queue, ChannelSettings::default())
+            .await
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for c in 0..n {
+            let mut consumer = client
+                .consumer(&channel)
+                .prefetch(64)
+                .subscribe()
+                .await
+                .unwrap();
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let d = next(&mut consumer).await;
+                    if tx.send((c, text(&d))).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        let producer = client.producer(&channel).build().await.unwrap();
+        let total = 4 * n;
+        for i in 0..total {
+            producer.send(Message::new(format!("m{i}"))).await.unwrap();
+        }
+        let mut per_consumer = vec![0; n];
+        for _ in 0..total {
+            let (c, _) = tokio::time::timeout(common::PATIENCE, rx.recv())
+                .await
+                .expect("a delivery in time")
+                .unwrap();
+            per_consumer[c] += 1;
+        }
+        assert_eq!(per_consumer, vec![4; n], "{n} consumers");
+        drop(rx);
+        tasks.into_iter().for_each(|t| t.abort());
+    }
+    broker.stop().await;
+}

@@ -48,6 +48,8 @@ impl Partition {
     }
 
     /// One round robin pass over a subscription's consumers; `None` when nobody got anything.
+    /// The next pass starts after the last consumer served in this one, so consumers take turns
+    /// whether messages come one at a time or in bursts.
     fn grant_round(
         &mut self,
         name: &str,
@@ -56,6 +58,7 @@ impl Partition {
         let sub = self.subs.get_mut(name)?;
         let n = sub.consumers.len();
         let mut out = Vec::new();
+        let mut last_served = None;
         for i in 0..n {
             let available = sub.cursor.deliverable(self.committed, now);
             if available == 0 {
@@ -95,10 +98,12 @@ impl Partition {
             handle.credit.refund(got - used);
             if used > 0 {
                 out.push((handle.clone(), grants));
+                last_served = Some(i);
             }
         }
-        sub.turn = sub.turn.wrapping_add(1);
-        (!out.is_empty()).then_some(out)
+        let served = last_served?;
+        sub.turn = (sub.turn + served + 1) % n;
+        Some(out)
     }
 
     async fn send_grants(&mut self, handle: &ConsumerHandle, grants: &[Grant]) {
