@@ -125,6 +125,59 @@ async fn a_rejected_message_is_dead_lettered_and_redrive_brings_it_back_without_
     broker.stop().await;
 }
 
+/// Dead letters keep their id but are deduplicated on where they came from: two different
+/// messages that share an id (here from two channels with one dead-letter queue) are both kept,
+/// where deduplicating on the id stored the first and silently lost the second, whose source
+/// the move had already settled. Redrive brings both back, with their id, although each source's
+/// window still holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_sharing_an_id_are_all_kept_and_redriven() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let id = [7u8; 16];
+    let mut consumers = Vec::new();
+    for channel in ["a", "b"] {
+        let settings = ChannelSettings {
+            dead_letter_channel: Some("shared.dlq".into()),
+            ..ChannelSettings::default()
+        };
+        client
+            .create_channel(channel, ChannelKind::Queue, settings)
+            .await
+            .unwrap();
+        let producer = client.producer(channel).build().await.unwrap();
+        producer
+            .send(Message::new(format!("from {channel}")).id(id))
+            .await
+            .unwrap();
+        let mut consumer = client.consumer(channel).subscribe().await.unwrap();
+        next(&mut consumer).await.reject("no").await.unwrap();
+        consumers.push(consumer);
+    }
+
+    let mut dlq = common::subscribe_when_ready(&client, "shared.dlq").await;
+    let mut dead = Vec::new();
+    for _ in 0..2 {
+        let d = next(&mut dlq).await;
+        assert_eq!(d.id(), id);
+        dead.push(text(&d));
+        d.nack(Duration::ZERO).await.unwrap(); // leave it waiting for the redrive
+    }
+    dead.sort();
+    assert_eq!(dead, ["from a", "from b"]);
+    dlq.close().await.unwrap();
+
+    assert_eq!(client.redrive("shared.dlq", None, None).await.unwrap(), 2);
+    for (consumer, channel) in consumers.iter_mut().zip(["a", "b"]) {
+        let back = next(consumer).await;
+        assert_eq!(text(&back), format!("from {channel}"));
+        assert_eq!(back.id(), id);
+        back.ack().await.unwrap();
+    }
+    broker.stop().await;
+}
+
 child_broker_entry!();
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

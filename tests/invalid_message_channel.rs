@@ -173,3 +173,44 @@ async fn a_consumer_can_move_a_delivered_message_to_the_invalid_channel() {
     assert_eq!(d.subscriptions[0].backlog, 0);
     broker.stop().await;
 }
+
+/// Invalid copies keep their id but are deduplicated on where they came from: a message refused
+/// at publish and a later one with the same id, moved by its consumer, are both kept in the
+/// invalid channel (deduplicating copies on the id silently lost the second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_copies_sharing_an_id_are_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    client
+        .create_channel("in", ChannelKind::Queue, contract(Some("bad")))
+        .await
+        .unwrap();
+    let id = [3u8; 16];
+    let producer = client.producer("in").build().await.unwrap();
+    let refused = producer.send(Message::new("{}").id(id)).await.unwrap();
+    assert!(matches!(refused, Outcome::Invalid { .. }), "{refused:?}");
+    let stored = producer.send(good("{\"v\":2}").id(id)).await.unwrap();
+    assert!(matches!(stored, Outcome::Stored { .. }), "{stored:?}");
+    let mut consumer = client.consumer("in").subscribe().await.unwrap();
+    next(&mut consumer)
+        .await
+        .reject_invalid("schema v1 only")
+        .await
+        .unwrap();
+
+    let mut bad = client.consumer("bad").subscribe().await.unwrap();
+    let mut reasons = Vec::new();
+    for _ in 0..2 {
+        let d = next(&mut bad).await;
+        assert_eq!(d.id(), id);
+        let reason = d.header("sluice-invalid-reason").unwrap();
+        reasons.push((text(&d), String::from_utf8_lossy(reason).into_owned()));
+    }
+    reasons.sort();
+    assert_eq!(reasons[0].0, "{\"v\":2}");
+    assert_eq!(reasons[0].1, "schema v1 only");
+    assert_eq!(reasons[1].0, "{}");
+    assert!(reasons[1].1.starts_with("missing-header"), "{reasons:?}");
+    broker.stop().await;
+}

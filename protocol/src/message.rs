@@ -2,10 +2,13 @@
 //!
 //! ```text
 //! size  field
-//!  1    flags          bit 0: key present, bit 1: ttl present, bit 2: id present
+//!  1    flags          bit 0: key present, bit 1: ttl present, bit 2: id present,
+//!                      bit 3: dedupe key present
 //!  1    reserved       0
 //!  2    header_count
 //! 16    id             only when flag bit 2 is set (publisher-made id)
+//! 16    dedupe_key     only when flag bit 3 is set: what the broker deduplicates the message
+//!                      on instead of its id
 //!  4    ttl_ms         only when flag bit 1 is set; expiry = batch timestamp + ttl
 //!  2+n  key            u16 length, bytes; only when flag bit 0 is set
 //!       headers        header_count × { u16 name length, name (UTF-8), u32 value length, value }
@@ -14,12 +17,19 @@
 //!
 //! A message without a publisher-made id gets one derived from its partition and offset, so ids
 //! cost nothing unless a publisher wants them for deduplication.
+//!
+//! The dedupe key exists for copies the broker makes (dead letters, invalid messages, redrives):
+//! a copy keeps the message's id, for the application, while the target channel deduplicates it
+//! on a key derived from where it was copied from. Deduplicating copies on their id would drop a
+//! second message that happens to reuse an id once the first one's copy is stored, and would
+//! lose it, as its source is settled by the move.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 const FLAG_KEY: u8 = 0b001;
 const FLAG_TTL: u8 = 0b010;
 const FLAG_ID: u8 = 0b100;
+const FLAG_DEDUPE_KEY: u8 = 0b1000;
 
 /// Why a record is not a valid message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +50,8 @@ pub enum MessageError {
 pub struct NewMessage {
     /// Publisher-made id, used for deduplication; `None` lets the broker derive one.
     pub id: Option<[u8; 16]>,
+    /// Deduplicate on this instead of `id` (see the [module docs](self)).
+    pub dedupe_key: Option<[u8; 16]>,
     /// Partitioning key.
     pub key: Option<Bytes>,
     /// Time to live in milliseconds, counted from the broker's append time.
@@ -67,6 +79,7 @@ impl NewMessage {
             .map(|(k, v)| 6 + k.len() + v.len())
             .sum();
         4 + self.id.map_or(0, |_| 16)
+            + self.dedupe_key.map_or(0, |_| 16)
             + self.ttl_ms.map_or(0, |_| 4)
             + self.key.as_ref().map_or(0, |k| 2 + k.len())
             + headers
@@ -82,6 +95,11 @@ impl NewMessage {
         flags |= if self.key.is_some() { FLAG_KEY } else { 0 };
         flags |= if self.ttl_ms.is_some() { FLAG_TTL } else { 0 };
         flags |= if self.id.is_some() { FLAG_ID } else { 0 };
+        flags |= if self.dedupe_key.is_some() {
+            FLAG_DEDUPE_KEY
+        } else {
+            0
+        };
         let count =
             u16::try_from(self.headers.len()).map_err(|_| MessageError::TooLong("headers"))?;
         out.reserve(self.encoded_len());
@@ -90,6 +108,9 @@ impl NewMessage {
         out.put_u16_le(count);
         if let Some(id) = &self.id {
             out.put_slice(id);
+        }
+        if let Some(dedupe_key) = &self.dedupe_key {
+            out.put_slice(dedupe_key);
         }
         if let Some(ttl) = self.ttl_ms {
             out.put_u32_le(ttl);
@@ -119,6 +140,8 @@ impl NewMessage {
 pub struct MessageView {
     /// Publisher-made id, if any.
     pub id: Option<[u8; 16]>,
+    /// What the broker deduplicated the message on instead of its id, if not on the id.
+    pub dedupe_key: Option<[u8; 16]>,
     /// Partitioning key, if any.
     pub key: Option<Bytes>,
     /// Time to live in milliseconds from the batch timestamp, if any.
@@ -139,14 +162,8 @@ impl MessageView {
         let flags = rec.get_u8();
         rec.advance(1);
         let count = rec.get_u16_le();
-        let id = if flags & FLAG_ID != 0 {
-            need(&rec, 16, "id")?;
-            let mut id = [0; 16];
-            rec.copy_to_slice(&mut id);
-            Some(id)
-        } else {
-            None
-        };
+        let id = take_16(&mut rec, flags & FLAG_ID != 0, "id")?;
+        let dedupe_key = take_16(&mut rec, flags & FLAG_DEDUPE_KEY != 0, "dedupe key")?;
         let ttl_ms = if flags & FLAG_TTL != 0 {
             need(&rec, 4, "ttl")?;
             Some(rec.get_u32_le())
@@ -167,6 +184,7 @@ impl MessageView {
         }
         Ok(Self {
             id,
+            dedupe_key,
             key,
             ttl_ms,
             headers,
@@ -179,16 +197,33 @@ impl MessageView {
         self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 
-    /// Back to a publishable message (used by dead-lettering and redrive).
+    /// Back to a publishable message (used by dead-lettering and redrive). The dedupe key stays
+    /// behind: it belongs to the stored copy, and whoever publishes again sets its own.
     pub fn into_new(self) -> NewMessage {
         NewMessage {
             id: self.id,
+            dedupe_key: None,
             key: self.key,
             ttl_ms: self.ttl_ms,
             headers: self.headers,
             payload: self.payload,
         }
     }
+}
+
+/// The next 16 bytes of `rec` when `present`.
+fn take_16(
+    rec: &mut Bytes,
+    present: bool,
+    what: &'static str,
+) -> Result<Option<[u8; 16]>, MessageError> {
+    if !present {
+        return Ok(None);
+    }
+    need(rec, 16, what)?;
+    let mut bytes = [0; 16];
+    rec.copy_to_slice(&mut bytes);
+    Ok(Some(bytes))
 }
 
 fn decode_header(rec: &mut Bytes) -> Result<(String, Bytes), MessageError> {
@@ -218,8 +253,7 @@ pub fn payload_of(record: &[u8]) -> Option<&[u8]> {
     let flags = *record.first()?;
     let count = u16::from_le_bytes(record.get(2..4)?.try_into().ok()?);
     let mut at = 4;
-    at += if flags & FLAG_ID != 0 { 16 } else { 0 };
-    at += if flags & FLAG_TTL != 0 { 4 } else { 0 };
+    at += fixed_fields_len(flags);
     if flags & FLAG_KEY != 0 {
         at += 2 + u16::from_le_bytes(record.get(at..at + 2)?.try_into().ok()?) as usize;
     }
@@ -228,6 +262,15 @@ pub fn payload_of(record: &[u8]) -> Option<&[u8]> {
         at += 4 + u32::from_le_bytes(record.get(at..at + 4)?.try_into().ok()?) as usize;
     }
     record.get(at..)
+}
+
+/// Bytes taken by the id, dedupe key and ttl fields that `flags` declare.
+fn fixed_fields_len(flags: u8) -> usize {
+    let mut len = 0;
+    len += if flags & FLAG_ID != 0 { 16 } else { 0 };
+    len += if flags & FLAG_DEDUPE_KEY != 0 { 16 } else { 0 };
+    len += if flags & FLAG_TTL != 0 { 4 } else { 0 };
+    len
 }
 
 /// The publisher-made id of a message record, read without decoding the rest of it.
@@ -239,14 +282,26 @@ pub fn peek_id(record: &[u8]) -> Option<[u8; 16]> {
     record.get(4..20)?.try_into().ok()
 }
 
+/// What the broker deduplicates a message record on: its dedupe key if it has one, else its
+/// publisher-made id; read without decoding the rest of it.
+pub fn peek_dedupe_key(record: &[u8]) -> Option<[u8; 16]> {
+    let flags = *record.first()?;
+    if flags & FLAG_DEDUPE_KEY == 0 {
+        return peek_id(record);
+    }
+    let at = 4 + if flags & FLAG_ID != 0 { 16 } else { 0 };
+    record.get(at..at + 16)?.try_into().ok()
+}
+
 /// The TTL of a message record in milliseconds, read without decoding the rest of it.
 pub fn peek_ttl(record: &[u8]) -> Option<u32> {
     let flags = *record.first()?;
     if flags & FLAG_TTL == 0 {
         return None;
     }
-    let at = 4 + if flags & FLAG_ID != 0 { 16 } else { 0 };
-    let bytes = record.get(at..at + 4)?;
+    // The ttl is the last of the fixed fields.
+    let end = 4 + fixed_fields_len(flags);
+    let bytes = record.get(end - 4..end)?;
     Some(u32::from_le_bytes(bytes.try_into().ok()?))
 }
 
@@ -266,6 +321,7 @@ mod tests {
     fn full() -> NewMessage {
         NewMessage {
             id: Some([7; 16]),
+            dedupe_key: None,
             key: Some(Bytes::from("k")),
             ttl_ms: Some(1500),
             headers: vec![("content-type".into(), Bytes::from("application/json"))],
@@ -337,6 +393,39 @@ mod tests {
         assert_eq!(peek_ttl(&encode(&no_id)), Some(1500));
         assert_eq!(peek_ttl(&encode(&NewMessage::new("x"))), None);
         assert_eq!(peek_ttl(&encode(&full())[..6]), None);
+    }
+
+    #[test]
+    fn a_dedupe_key_travels_beside_the_id_and_is_what_dedupe_peeks() {
+        let copy = NewMessage {
+            dedupe_key: Some([9; 16]),
+            ..full()
+        };
+        let bytes = encode(&copy);
+        let view = MessageView::decode(bytes.clone()).unwrap();
+        assert_eq!(view.id, Some([7; 16]));
+        assert_eq!(view.dedupe_key, Some([9; 16]));
+        assert_eq!(view.ttl_ms, Some(1500));
+        assert_eq!(view.header("content-type").unwrap(), "application/json");
+        assert_eq!(view.payload, "{}");
+        assert_eq!(peek_id(&bytes), Some([7; 16]));
+        assert_eq!(peek_dedupe_key(&bytes), Some([9; 16]));
+        assert_eq!(peek_ttl(&bytes), Some(1500));
+        assert_eq!(payload_of(&bytes), Some(&b"{}"[..]));
+        for cut in 0..bytes.len() - 2 {
+            assert!(
+                MessageView::decode(bytes.slice(..cut)).is_err(),
+                "cut {cut}"
+            );
+        }
+        assert_eq!(peek_dedupe_key(&bytes[..30]), None);
+        // Without a key, dedupe goes by the id; a copy published again carries no key.
+        let no_id = NewMessage { id: None, ..copy };
+        assert_eq!(peek_dedupe_key(&encode(&no_id)), Some([9; 16]));
+        assert_eq!(peek_id(&encode(&no_id)), None);
+        assert_eq!(peek_dedupe_key(&encode(&full())), Some([7; 16]));
+        assert_eq!(peek_dedupe_key(&encode(&NewMessage::new("x"))), None);
+        assert_eq!(view.into_new(), full());
     }
 
     #[test]

@@ -2,15 +2,17 @@
 //!
 //! A partition that gives up on a message hands a [`Move`] to the broker's mover task, which
 //! publishes it into the target channel through the ordinary partition path (creating a
-//! dead-letter queue on first use). The published copy carries an id derived from where the
-//! message came from, so the target's deduplication turns a repeated move (after a crash between
-//! publishing and settling the source) into a duplicate rather than a second copy. Only when the
-//! move is stored does the source partition log the settle command.
+//! dead-letter queue on first use). The published copy keeps the message's id and carries a
+//! dedupe key derived from where the message came from, so the target's deduplication turns a
+//! repeated move (after a crash between publishing and settling the source) into a duplicate
+//! rather than a second copy, and never takes a different message that reuses the id for one.
+//! Only when the move is stored does the source partition log the settle command.
 
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use sluice_protocol::headers as h;
+use sluice_protocol::message::derived_id;
 use sluice_protocol::response::PublishAck;
 use sluice_protocol::types::{partition_for_key, ChannelKind, ChannelSettings};
 use sluice_protocol::{BatchBuilder, MessageView, NewMessage, Response};
@@ -66,7 +68,10 @@ pub struct Death<'a> {
 
 /// The dead letter: the message with its id, key, headers and payload, plus the death headers.
 /// Earlier death headers (a redriven message dying again) are replaced, except the first time.
-pub fn dead_letter(message: MessageView, death: &Death<'_>, fallback_id: [u8; 16]) -> NewMessage {
+///
+/// A message without a publisher-made id keeps the one it was delivered with (derived from its
+/// partition and offset); `move_key` is what the dead-letter queue deduplicates the copy on.
+pub fn dead_letter(message: MessageView, death: &Death<'_>, move_key: [u8; 16]) -> NewMessage {
     let first = message.header(h::DEATH_FIRST_TIME).cloned();
     let mut new = message.into_new();
     new.headers
@@ -90,7 +95,11 @@ pub fn dead_letter(message: MessageView, death: &Death<'_>, fallback_id: [u8; 16
     if let Some(error) = death.error {
         add(h::DEATH_ERROR, Bytes::from(error.to_owned()));
     }
-    new.id = Some(new.id.unwrap_or(fallback_id));
+    new.id = Some(
+        new.id
+            .unwrap_or_else(|| derived_id(death.partition, death.offset)),
+    );
+    new.dedupe_key = Some(move_key);
     // A dead letter is kept for people to look at; the original TTL would expire it at once
     // (it is why some of them died).
     new.ttl_ms = None;
@@ -102,7 +111,7 @@ pub fn invalid_message(
     message: MessageView,
     reason: &str,
     channel: &str,
-    id: [u8; 16],
+    move_key: [u8; 16],
 ) -> NewMessage {
     let mut new = message.into_new();
     new.headers
@@ -111,7 +120,7 @@ pub fn invalid_message(
         h::INVALID_CHANNEL.to_owned(),
         Bytes::from(channel.to_owned()),
     ));
-    new.id = Some(new.id.unwrap_or(id));
+    new.dedupe_key = Some(move_key);
     new.ttl_ms = None;
     new
 }
@@ -193,7 +202,12 @@ pub async fn publish(
         }
         other => other?,
     };
-    let key = message.id.map(|id| id.to_vec()).unwrap_or_default();
+    // By the dedupe key when there is one: a retried move must land where the first try did.
+    let key = message
+        .dedupe_key
+        .or(message.id)
+        .map(|id| id.to_vec())
+        .unwrap_or_default();
     let partition = partition_for_key(&key, channel.spec.partitions);
     let mut builder = BatchBuilder::messages();
     builder.push_with(|buf| {
@@ -230,6 +244,7 @@ mod tests {
     fn view(headers: Vec<(String, Bytes)>) -> MessageView {
         MessageView {
             id: None,
+            dedupe_key: None,
             key: Some(Bytes::from("k")),
             ttl_ms: None,
             headers,
@@ -273,9 +288,16 @@ mod tests {
         assert_eq!(get(h::DEATH_FIRST_TIME), Some(Bytes::from("77")));
         assert_eq!(get(h::DEATH_LAST_TIME), Some(Bytes::from("77")));
         assert_eq!(get(h::DEATH_ERROR), Some(Bytes::from("bad customer")));
+        // The message had no id of its own: the copy keeps the one it was delivered with, and
+        // the move key only decides deduplication.
         assert_eq!(
-            (m.key, m.payload, m.id),
-            (Some(Bytes::from("k")), Bytes::from("p"), Some([9; 16]))
+            (m.key, m.payload, m.id, m.dedupe_key),
+            (
+                Some(Bytes::from("k")),
+                Bytes::from("p"),
+                Some(derived_id(2, 41)),
+                Some([9; 16])
+            )
         );
     }
 

@@ -1,8 +1,9 @@
 //! Redrive: publishing dead letters back to the channel they died in (or another), without the
 //! death headers, and settling them in the dead-letter queue once they are stored.
 //!
-//! Each redriven copy carries an id derived from its place in the dead-letter queue, so a redrive
-//! that is retried after a failure does not store a message twice.
+//! Each redriven copy keeps the message's id and carries a dedupe key derived from its place in
+//! the dead-letter queue, so a redrive that is retried after a failure does not store a message
+//! twice, and the source's window (which may still hold the id) does not drop it.
 
 use std::sync::Arc;
 
@@ -89,7 +90,7 @@ async fn redrive_one(
     message
         .headers
         .retain(|(name, _)| !name.starts_with("sluice-death-"));
-    message.id = Some(dead_letter::move_id(dlq, "~redrive", partition, offset));
+    message.dedupe_key = Some(dead_letter::move_id(dlq, "~redrive", partition, offset));
     dead_letter::publish(registry, &target, false, message)
         .await
         .map(|_| ())

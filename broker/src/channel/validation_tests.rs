@@ -6,6 +6,7 @@ use proptest::prelude::*;
 
 fn message(headers: &[(&str, &str)], payload: &[u8]) -> MessageView {
     MessageView {
+        dedupe_key: None,
         id: None,
         key: None,
         ttl_ms: None,

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::future::join_all;
+use sluice_protocol::message::derived_id;
 use sluice_protocol::{MessageView, Response};
 use tokio::sync::oneshot;
 
@@ -131,7 +132,8 @@ impl Partition {
         self.moves.push(Box::pin(moving));
     }
 
-    /// The copy to publish: the stored message with death or invalid headers and a derived id.
+    /// The copy to publish: the stored message with death or invalid headers, keeping the id it
+    /// was delivered with, and a dedupe key derived from where it is moved from.
     async fn copy_for_move(
         &mut self,
         subscription: &str,
@@ -144,7 +146,7 @@ impl Partition {
             .nth((offset - batch.base_offset()) as usize)?;
         let view = MessageView::decode(record).ok()?;
         let (channel, partition) = (&*self.config.channel, self.config.id);
-        let id = dead_letter::move_id(channel, subscription, partition, offset);
+        let move_key = dead_letter::move_id(channel, subscription, partition, offset);
         Some(match kind {
             MoveKind::Dead { reason, error } => {
                 let count = self
@@ -166,9 +168,13 @@ impl Partition {
                     error: error.as_deref(),
                     now_ms: self.now_ms(),
                 };
-                dead_letter::dead_letter(view, &death, id)
+                dead_letter::dead_letter(view, &death, move_key)
             }
-            MoveKind::Invalid { reason } => dead_letter::invalid_message(view, reason, channel, id),
+            MoveKind::Invalid { reason } => {
+                let mut copy = dead_letter::invalid_message(view, reason, channel, move_key);
+                copy.id.get_or_insert(derived_id(partition, offset));
+                copy
+            }
         })
     }
 

@@ -5,7 +5,7 @@
 //! and appended as it came. Only a batch with publisher-made ids is scanned, and only one with
 //! duplicates inside is re-encoded without them.
 
-use sluice_protocol::message::peek_id;
+use sluice_protocol::message::peek_dedupe_key;
 use sluice_protocol::response::PublishAck;
 use sluice_protocol::types::{DuplicateRun, InvalidOutcome, StoredRun};
 use sluice_protocol::{BatchBuilder, ErrorBody, ErrorCode, RecordBatch, Response, Stamp};
@@ -188,7 +188,8 @@ impl Partition {
         ids.clear();
         let prepared = batch.record_slices().enumerate();
         ids.extend(
-            prepared.filter_map(|(i, r)| peek_id(r).map(|id| (i as u32, self.ids.prepare(id)))),
+            prepared
+                .filter_map(|(i, r)| peek_dedupe_key(r).map(|id| (i as u32, self.ids.prepare(id)))),
         );
         for (_, id) in &ids {
             self.ids.prefetch(id);
@@ -258,7 +259,7 @@ impl Partition {
             return;
         }
         for (i, record) in batch.record_slices().enumerate() {
-            if let Some(id) = peek_id(record) {
+            if let Some(id) = peek_dedupe_key(record) {
                 self.ids
                     .insert(id, batch.base_offset() + i as u64, batch.first_timestamp());
             }
