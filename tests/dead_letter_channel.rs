@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{next, text, TestBroker};
 use sluice_client::types::{ChannelKind, ChannelSettings};
-use sluice_client::{Client, Delivery, Message};
+use sluice_client::{Client, Delivery, ErrorCode, Message};
 
 fn header(d: &Delivery, name: &str) -> String {
     d.header(name)
@@ -224,4 +224,60 @@ async fn a_crash_between_dead_letter_publish_and_settle_neither_loses_nor_double
     let stored: u64 = dlq.partitions.iter().map(|p| p.next_offset).sum();
     assert_eq!(stored, 1, "the dead letter is stored exactly once");
     broker.kill9();
+}
+
+/// A redrive that cannot publish says why: a `--to` channel that does not exist is refused
+/// before anything is taken, and a letter whose source channel is gone makes the redrive fail
+/// with that error and waits again at once, so a redrive to an existing channel right after
+/// takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_that_cannot_publish_fails_and_leaves_the_letters_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let settings = ChannelSettings {
+        dead_letter_channel: Some("graveyard".into()),
+        ..ChannelSettings::default()
+    };
+    for channel in ["temp", "retry"] {
+        client
+            .create_channel(channel, ChannelKind::Queue, settings.clone())
+            .await
+            .unwrap();
+    }
+    let producer = client.producer("temp").build().await.unwrap();
+    producer.send(Message::new("orphan")).await.unwrap();
+    let mut consumer = client.consumer("temp").subscribe().await.unwrap();
+    next(&mut consumer).await.reject("no").await.unwrap();
+    drop(consumer);
+    common::eventually("the dead letter to be stored", || async {
+        client
+            .describe_channel("graveyard")
+            .await
+            .is_ok_and(|d| d.subscriptions[0].backlog == 1)
+    })
+    .await;
+
+    let err = client
+        .redrive("graveyard", Some("nowhere"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownChannel), "{err}");
+    assert!(err.to_string().contains("nowhere"), "{err}");
+
+    client.delete_channel("temp").await.unwrap();
+    let err = client.redrive("graveyard", None, None).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::UnknownChannel), "{err}");
+    assert!(err.to_string().contains("temp"), "{err}");
+
+    assert_eq!(
+        client
+            .redrive("graveyard", Some("retry"), None)
+            .await
+            .unwrap(),
+        1
+    );
+    let mut retry = client.consumer("retry").subscribe().await.unwrap();
+    assert_eq!(text(&next(&mut retry).await), "orphan");
+    broker.stop().await;
 }

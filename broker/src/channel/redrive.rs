@@ -19,8 +19,13 @@ use super::registry::Registry;
 /// Redrives up to `count` messages (all waiting ones when `None`) of the queue `dlq`, to `to`
 /// or to each message's `sluice-death-channel`. Returns how many were published.
 ///
+/// A message that cannot be published (its source channel is gone, say) goes back to waiting
+/// in the dead-letter queue at once; the redrive then stops and reports the first such error.
+/// Messages redriven before it stay redriven.
+///
 /// # Errors
-/// `UnknownChannel` for the dead-letter queue, or a partition that stopped.
+/// `UnknownChannel` for the dead-letter queue or for `to`, the error of the first message that
+/// could not be published, or a partition that stopped.
 pub async fn redrive(
     registry: &Arc<Registry>,
     dlq: &str,
@@ -28,6 +33,10 @@ pub async fn redrive(
     count: Option<u64>,
 ) -> Result<u64, ChannelError> {
     let channel = registry.get(dlq)?;
+    if let Some(to) = to {
+        // A missing target is the caller's mistake: say so before taking anything.
+        registry.get(to)?;
+    }
     let mut left = count.unwrap_or(u64::MAX);
     let mut published = 0;
     for p in &channel.partitions {
@@ -39,18 +48,18 @@ pub async fn redrive(
             if taken.is_empty() {
                 break;
             }
-            let (mut settled, mut failed) = (Vec::new(), Vec::new());
+            let (mut settled, mut failed, mut error) = (Vec::new(), Vec::new(), None);
             for (offset, record) in taken {
                 match redrive_one(registry, dlq, p.id, offset, record, to).await {
                     Ok(()) => settled.push(offset),
                     Err(e) => {
                         tracing::warn!(dlq, offset, "redrive failed: {e}");
                         failed.push(offset);
+                        error.get_or_insert(e);
                     }
                 }
             }
             let done_now = settled.len() as u64;
-            let stop = !failed.is_empty();
             p.call(|done| PartitionRequest::FinishRedrive {
                 settled,
                 failed,
@@ -59,8 +68,9 @@ pub async fn redrive(
             .await??;
             published += done_now;
             left = left.saturating_sub(done_now);
-            if stop {
-                break;
+            if let Some(e) = error {
+                tracing::warn!(dlq, published, "redrive stopped: {e}");
+                return Err(e);
             }
         }
     }

@@ -257,7 +257,8 @@ impl Partition {
         taken
     }
 
-    /// Settles redriven offsets and returns the ones that could not be published.
+    /// Settles redriven offsets and returns the ones that could not be published, waiting again
+    /// at once: nothing retries them on its own, the next redrive or a consumer takes them.
     pub(super) fn finish_redrive(&mut self, settled: Vec<u64>, failed: Vec<u64>, done: Done) {
         let name = self.config.channel.to_string();
         if let Some(sub) = self.subs.get_mut(&name) {
@@ -265,7 +266,7 @@ impl Partition {
             sub.cursor.take_held(REDRIVE_KEY, &all);
         }
         if !failed.is_empty() {
-            self.return_offsets(name.clone(), failed, RETRY_AFTER, Done::Nothing);
+            self.return_offsets(name.clone(), failed, Duration::ZERO, Done::Nothing);
         }
         let command = Command::Settle {
             subscription: name,
