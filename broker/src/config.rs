@@ -3,7 +3,8 @@
 //!
 //! The file is `config/sluice.toml` when it exists, or the one named by `--config`. Environment
 //! variables use `__` between levels: `SLUICE_SERVER__MAX_CONNECTIONS=100`. Unknown keys and
-//! invalid values stop startup with an error naming the key.
+//! invalid values stop startup with an error naming the key, except for the `SLUICE_*` variables
+//! other Sluice programs read ([`NOT_CONFIG`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,11 @@ use crate::clock::SharedClock;
 
 /// Where the default configuration file lives, relative to the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "config/sluice.toml";
+
+/// `SLUICE_*` environment variables that are not broker configuration: `sluicectl`'s broker
+/// address and the crash-test failpoint. Skipped, so that exporting `SLUICE_BROKER` for
+/// `sluicectl` does not stop a broker started from the same shell.
+pub const NOT_CONFIG: &[&str] = &["SLUICE_BROKER", "SLUICE_FAILPOINT"];
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +196,22 @@ impl BrokerConfig {
     /// # Errors
     /// [`ConfigError`] naming the file, key or value that is wrong.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars(), overrides)
+    }
+
+    /// [`BrokerConfig::load`] with the environment given rather than read from the process.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, key or value that is wrong.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("SLUICE_") && !NOT_CONFIG.contains(&name.as_str()))
+            .collect();
         let defaults = config::Config::try_from(&Self::default())?;
         let mut builder = config::Config::builder().add_source(defaults);
         match file {
@@ -203,7 +225,8 @@ impl BrokerConfig {
         builder = builder.add_source(
             config::Environment::with_prefix("SLUICE")
                 .prefix_separator("_")
-                .separator("__"),
+                .separator("__")
+                .source(Some(env)),
         );
         builder = apply_overrides(builder, overrides)?;
         let loaded: Self = builder.build()?.try_deserialize()?;
@@ -295,6 +318,32 @@ mod tests {
         assert_eq!(config.channel_defaults.lease, Duration::from_secs(5));
         assert_eq!(config.data_dir, PathBuf::from("/tmp/y"));
         assert_eq!(config.listen, BrokerConfig::default().listen);
+    }
+
+    #[test]
+    fn sluice_variables_configure_except_those_of_other_programs() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let none = Overrides::default();
+        let loaded = BrokerConfig::load_with_env(
+            None,
+            env(&[
+                ("SLUICE_BROKER", "127.0.0.1:7601"),
+                ("SLUICE_FAILPOINT", "dead-letter-before-settle"),
+                ("SLUICE_CHANNEL_DEFAULTS__LEASE", "7s"),
+                ("PATH", "/usr/bin"),
+            ]),
+            &none,
+        )
+        .unwrap();
+        assert_eq!(loaded.channel_defaults.lease, Duration::from_secs(7));
+        let err =
+            BrokerConfig::load_with_env(None, env(&[("SLUICE_DATADIR", "/x")]), &none).unwrap_err();
+        assert!(err.to_string().contains("datadir"), "{err}");
     }
 
     #[test]
