@@ -74,3 +74,39 @@ async fn a_connection_that_keeps_talking_is_not_idle() {
     }
     broker.stop().await;
 }
+
+/// Oversized messages get typed errors and leave the connection usable: one past the channel's
+/// batch limit is refused by the broker (`MessageTooLarge`), one past the frame limit by the
+/// client before sending (it used to go out and cost the connection, as "connection lost").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_get_typed_errors_and_the_connection_stays() {
+    use sluice_client::types::{ChannelKind, ChannelSettings};
+    use sluice_client::{Client, ClientError, Message};
+
+    let broker = TestBroker::start().await;
+    let client = Client::connect(broker.addr().to_string()).await.unwrap();
+    client
+        .create_channel("big", ChannelKind::Queue, ChannelSettings::default())
+        .await
+        .unwrap();
+    let producer = client.producer("big").build().await.unwrap();
+
+    let past_batch_limit = Message::new(vec![b'x'; 9 << 20]);
+    let err = within(producer.send(past_batch_limit)).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::MessageTooLarge), "{err}");
+
+    let past_frame_limit = Message::new(vec![b'x'; 17 << 20]);
+    let err = within(producer.send(past_frame_limit)).await.unwrap_err();
+    assert!(
+        matches!(err, ClientError::MessageTooLarge { size, max } if size > 17 << 20 && max < 16 << 20),
+        "{err}"
+    );
+    let err = within(producer.send_batch(vec![Message::new(vec![0; 17 << 20]).into_inner()]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::MessageTooLarge { .. }), "{err}");
+
+    let stored = within(producer.send(Message::new("small"))).await.unwrap();
+    assert_eq!(stored.offset(), 0);
+    broker.stop().await;
+}

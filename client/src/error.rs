@@ -15,6 +15,15 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// A message is larger than the broker takes in one request on this connection; it was not
+    /// sent.
+    #[error("message of {size} bytes exceeds the broker's limit of {max} bytes per message")]
+    MessageTooLarge {
+        /// The message's encoded size, as a batch of one.
+        size: usize,
+        /// The largest batch of one the broker's frame limit allows.
+        max: usize,
+    },
     /// The broker answered with an error frame.
     #[error("{code}: {message}")]
     Broker {

@@ -216,6 +216,7 @@ impl ProducerBuilder {
         let partitions = u32::try_from(meta.partitions.len())
             .unwrap_or(u32::MAX)
             .max(1);
+        // Room for the publish request around the batch.
         let frame_limit = self.client.broker_max_frame().await?.saturating_sub(1024);
         self.options.max_batch_bytes = self.options.max_batch_bytes.min(frame_limit).max(1);
         let session = match self.idempotent {
@@ -231,6 +232,7 @@ impl ProducerBuilder {
             // A random start, so short-lived producers (one `sluicectl publish` each) do not
             // all pile their messages onto partition 0.
             round_robin: AtomicU32::new(rand::random_range(0..partitions)),
+            max_message_batch: frame_limit,
             options: self.options,
         });
         let (tx, rx) = mpsc::channel(shared.options.queue_capacity.max(1));
@@ -252,6 +254,8 @@ pub(crate) struct Shared {
     round_robin: AtomicU32,
     /// Batching settings.
     options: ProducerOptions,
+    /// The largest batch the broker's frame limit lets through, which bounds one message.
+    max_message_batch: usize,
     /// One permit per batch in flight.
     in_flight: Arc<Semaphore>,
     /// The producer session of an idempotent producer.
@@ -324,7 +328,8 @@ impl Producer {
     /// found it a duplicate, or routed it to the channel's invalid channel).
     ///
     /// # Errors
-    /// [`ClientError::InvalidMessage`] when it cannot be encoded; a broker error with
+    /// [`ClientError::InvalidMessage`] when it cannot be encoded and
+    /// [`ClientError::MessageTooLarge`] when it exceeds the broker's frame limit; a broker error with
     /// [`ErrorCode::InvalidMessage`](crate::ErrorCode) when it breaks the channel's contract
     /// and the channel has no invalid channel (nothing is stored); the broker's error for its
     /// batch; [`ClientError::Disconnected`] when the connection dropped before the answer (the
@@ -352,11 +357,12 @@ impl Producer {
     /// ```
     ///
     /// # Errors
-    /// [`ClientError::InvalidMessage`] when it cannot be encoded; [`ClientError::Closed`] when
+    /// [`ClientError::InvalidMessage`] or [`ClientError::MessageTooLarge`] as for
+    /// [`Producer::send`]; [`ClientError::Closed`] when
     /// the batching task has stopped. The returned future fails as [`Producer::send`] does.
     pub async fn enqueue(&self, message: impl Into<NewMessage>) -> Result<PendingOutcome> {
         let message = message.into();
-        partition::validate(&message)?;
+        partition::validate(&message, self.shared.max_message_batch)?;
         let (tx, rx) = oneshot::channel();
         self.queue
             .send(Submit::Message(message, tx))

@@ -1,6 +1,7 @@
 //! Pure pieces of publishing: which partition a message goes to, whether it can be encoded, and
 //! what became of each message according to a publish answer.
 
+use sluice_protocol::batch::HEADER_LEN;
 use sluice_protocol::response::PublishAck;
 use sluice_protocol::types::partition_for_key;
 use sluice_protocol::{ErrorCode, NewMessage};
@@ -22,11 +23,20 @@ pub(crate) fn fixed_partition(message: &NewMessage, partitions: u32) -> Option<u
 }
 
 /// Checks every length prefix before the message is written into a batch, so encoding it
-/// cannot fail half-way.
+/// cannot fail half-way, and that a batch holding only this message fits in `max_batch`
+/// bytes (the broker's frame limit, less room for the request around it).
 ///
 /// # Errors
-/// [`ClientError::InvalidMessage`] naming the field that is too long.
-pub(crate) fn validate(message: &NewMessage) -> Result<()> {
+/// [`ClientError::InvalidMessage`] naming the field that is too long;
+/// [`ClientError::MessageTooLarge`] for a message no batch can carry.
+pub(crate) fn validate(message: &NewMessage, max_batch: usize) -> Result<()> {
+    let size = HEADER_LEN + 4 + message.encoded_len();
+    if size > max_batch {
+        return Err(ClientError::MessageTooLarge {
+            size,
+            max: max_batch,
+        });
+    }
     let too_long = |what| Err(ClientError::InvalidMessage(what));
     if message
         .key
@@ -150,8 +160,29 @@ mod tests {
             key: Some(Bytes::from(vec![0; 70_000])),
             ..NewMessage::new("x")
         };
-        assert!(matches!(validate(&m), Err(ClientError::InvalidMessage(_))));
-        assert!(validate(&NewMessage::new("fine")).is_ok());
+        assert!(matches!(
+            validate(&m, 1 << 20),
+            Err(ClientError::InvalidMessage(_))
+        ));
+        assert!(validate(&NewMessage::new("fine"), 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn a_message_no_batch_can_carry_is_refused_before_sending() {
+        let fits = NewMessage::new(vec![0; 1000 - HEADER_LEN - 4 - 4]);
+        assert!(validate(&fits, 1000).is_ok());
+        let over = NewMessage::new(vec![0; 1000 - HEADER_LEN - 4 - 3]);
+        let err = validate(&over, 1000).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::MessageTooLarge {
+                    size: 1001,
+                    max: 1000
+                }
+            ),
+            "{err}"
+        );
     }
 
     fn ack(stored: &[(u32, u32, u64)]) -> PublishAck {

@@ -108,7 +108,9 @@ pub(super) async fn send_batch(
     shared: &Arc<Shared>,
     messages: Vec<NewMessage>,
 ) -> Result<Vec<Outcome>> {
-    messages.iter().try_for_each(validate)?;
+    messages
+        .iter()
+        .try_for_each(|m| validate(m, shared.max_message_batch))?;
     let mut pending = Vec::new();
     for (partition, indices, builder) in build_batches(shared, &messages) {
         let answer = dispatch(shared, partition, builder).await;
