@@ -16,7 +16,7 @@ pub enum ChannelKind {
 
 impl std::fmt::Display for ChannelKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Self::Queue => "queue",
             Self::Topic => "topic",
         })
@@ -65,7 +65,7 @@ impl PayloadFormat {
 
 impl std::fmt::Display for PayloadFormat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
@@ -158,7 +158,7 @@ pub enum FsyncPolicy {
 
 impl std::fmt::Display for FsyncPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Self::Always => "always",
             Self::Interval => "interval",
             Self::Never => "never",
@@ -327,5 +327,12 @@ mod tests {
             assert_eq!(p, partition_for_key(key, 3));
         }
         assert_eq!(partition_for_key(b"x", 0), 0);
+    }
+
+    #[test]
+    fn names_honour_width_and_alignment() {
+        assert_eq!(format!("{:<6}|", ChannelKind::Queue), "queue |");
+        assert_eq!(format!("{:>7}|", PayloadFormat::Json), "   json|");
+        assert_eq!(format!("{:^8}|", FsyncPolicy::Never), " never  |");
     }
 }

@@ -221,7 +221,7 @@ async fn subscription(
             client
                 .create_subscription(&channel, &name, durable, lease)
                 .await?;
-            let kind = if durable { "durable" } else { "ephemeral" };
+            let kind = if durable { "durable" } else { "in-memory" };
             out.done(&format!("created {kind} subscription {channel}/{name}"))
         }
         SubscriptionCommand::List { channel } => {
