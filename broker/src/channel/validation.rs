@@ -8,7 +8,7 @@
 //!
 //! Checks run cheapest first (size, headers, content type, payload format) and allocate nothing
 //! when the message is valid, except that serde_json keeps a small stack for JSON nested more than
-//! one level deep and a scratch buffer to decode strings with escapes.
+//! one level deep.
 
 use sluice_protocol::headers::CONTENT_TYPE;
 use sluice_protocol::MessageView;
@@ -132,20 +132,18 @@ fn quote(value: &[u8]) -> String {
 
 fn check_format(format: PayloadFormat, payload: &[u8]) -> Result<(), String> {
     match format {
-        // JSON text is UTF-8 (RFC 8259 §8.1). Checked first, over the whole payload, for one
-        // stable reason; the parse below would also refuse it, inside strings.
+        // JSON text is UTF-8 (RFC 8259 §8.1); serde_json does not check it inside the strings
+        // it skips, so a payload a consumer's JSON parser refuses would otherwise pass.
         PayloadFormat::Json if std::str::from_utf8(payload).is_err() => {
             Err("payload-format: not json: invalid UTF-8".to_owned())
         }
-        // Without a backslash there is no escape to decode, and skipping strings is exact.
-        PayloadFormat::Json if !payload.contains(&b'\\') => {
-            serde_json::from_slice::<serde::de::IgnoredAny>(payload)
-                .map(drop)
-                .map_err(|e| format!("payload-format: not json: {e}"))
-        }
-        PayloadFormat::Json => serde_json::from_slice::<JsonDocument>(payload)
-            .map(drop)
-            .map_err(|e| format!("payload-format: not json: {e}")),
+        PayloadFormat::Json => match serde_json::from_slice::<serde::de::IgnoredAny>(payload) {
+            Err(e) => Err(format!("payload-format: not json: {e}")),
+            Ok(_) if has_lone_surrogate(payload) => {
+                Err("payload-format: not json: unpaired surrogate escape".to_owned())
+            }
+            Ok(_) => Ok(()),
+        },
         PayloadFormat::Utf8 => std::str::from_utf8(payload)
             .map(drop)
             .map_err(|_| "payload-format: not utf8".to_owned()),
@@ -155,59 +153,38 @@ fn check_format(format: PayloadFormat, payload: &[u8]) -> Result<(), String> {
     }
 }
 
-/// A JSON document parsed for its validity only: nothing is kept, but every string is decoded,
-/// unlike with [`serde::de::IgnoredAny`]. Decoding takes half as long again as skipping (70
-/// against 47 ns for the bench's 100-byte payload), so only payloads with escapes get it. Skipping strings would let through
-/// escapes that no JSON parser can decode to text, such as a lone UTF-16 surrogate (`"\ud800"`),
-/// which a consumer's `serde_json::Value` (and most strict parsers) refuse.
-struct JsonDocument;
-
-impl<'de> serde::Deserialize<'de> for JsonDocument {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(JsonDocument)
+/// Whether well-formed JSON text holds a `\u` escape of a UTF-16 surrogate that is not half of
+/// a pair (`"\ud800"`). Such a string has no text to decode to: I-JSON (RFC 7493) forbids it and
+/// strict parsers such as serde_json's refuse it, though the RFC 8259 grammar allows it. In
+/// well-formed JSON a backslash appears only inside a string, where it always starts an escape,
+/// so one pass over the backslashes from the start sees every escape and nothing else.
+fn has_lone_surrogate(json: &[u8]) -> bool {
+    let unit = |at: usize| {
+        let hex = std::str::from_utf8(json.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(hex, 16).ok()
+    };
+    let mut from = 0;
+    while let Some(found) = json[from..].iter().position(|&b| b == b'\\') {
+        let escape = from + found;
+        from = escape + 2;
+        if json.get(escape + 1) != Some(&b'u') {
+            continue;
+        }
+        from = escape + 6;
+        match unit(escape + 2) {
+            Some(0xD800..=0xDBFF) => {
+                let low = json.get(escape + 6..escape + 8) == Some(b"\\u")
+                    && matches!(unit(escape + 8), Some(0xDC00..=0xDFFF));
+                if !low {
+                    return true;
+                }
+                from = escape + 12;
+            }
+            Some(0xDC00..=0xDFFF) => return true,
+            _ => {}
+        }
     }
-}
-
-impl<'de> serde::de::Visitor<'de> for JsonDocument {
-    type Value = JsonDocument;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_unit<E>(self) -> Result<Self, E> {
-        Ok(self)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Self, E> {
-        Ok(self)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Self, E> {
-        Ok(self)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Self, E> {
-        Ok(self)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Self, E> {
-        Ok(self)
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Self, E> {
-        Ok(self)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self, A::Error> {
-        while seq.next_element::<JsonDocument>()?.is_some() {}
-        Ok(self)
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self, A::Error> {
-        while map.next_entry::<JsonDocument, JsonDocument>()?.is_some() {}
-        Ok(self)
-    }
+    false
 }
 
 /// Length of the one MessagePack value at the start of `buf`, or `None` if it is malformed or cut

@@ -144,23 +144,55 @@ fn json_payloads_must_be_one_complete_document() {
         c.check(&message(&[], "{\"name\":\"café\"}".as_bytes())),
         Ok(())
     );
-    // Escapes are decoded: a lone surrogate is refused as serde_json's Value refuses it, a
-    // surrogate pair and ordinary escapes pass.
-    for lone in [
+    // An escape of half a surrogate pair has no text to decode to: refused (I-JSON), as
+    // serde_json's Value refuses it. Pairs, other escapes and an escaped backslash before
+    // "ud800" (plain text, not an escape) pass.
+    let lone = [
         &br#"{"s":"\ud800"}"#[..],
         br#"["\udc00x"]"#,
         br#"{"\ud83d":1}"#,
-    ] {
+        br#"["\ud83d\u0041"]"#,
+        br#"["\ud83d\n"]"#,
+    ];
+    for lone in lone {
         assert!(serde_json::from_slice::<serde_json::Value>(lone).is_err());
-        let err = c.check(&message(&[], lone)).unwrap_err();
-        assert!(err.starts_with("payload-format: not json: "), "{err}");
+        assert_eq!(
+            c.check(&message(&[], lone)),
+            Err("payload-format: not json: unpaired surrogate escape".to_owned()),
+            "{lone:?}"
+        );
     }
-    for fine in [
+    let fine = [
         &br#"{"s":"\ud83d\ude00"}"#[..],
         br#"["\u00e9\"\\\/\b\f\n\r\t"]"#,
-    ] {
+        br#"["\\ud800"]"#,
+        br#"["\uD83D\uDE00", "\uFFFF"]"#,
+    ];
+    for fine in fine {
         assert_eq!(c.check(&message(&[], fine)), Ok(()), "{fine:?}");
     }
+}
+
+#[test]
+fn json_is_checked_against_the_grammar_not_one_parser_s_limits() {
+    // Numbers beyond f64 and deep nesting are valid JSON; serde_json's Value refuses both, other
+    // parsers do not. The contract takes them, with or without escapes elsewhere in the text.
+    let c = format(PayloadFormat::Json);
+    let deep = |s: &str| format!("{}{s}{}", "[".repeat(200), "]".repeat(200));
+    for payload in [
+        "1e999".to_owned(),
+        r#"["\n", 1e999]"#.to_owned(),
+        deep("1"),
+        deep(r#""\u00e9""#),
+    ] {
+        assert_eq!(
+            c.check(&message(&[], payload.as_bytes())),
+            Ok(()),
+            "{payload}"
+        );
+    }
+    let unbalanced = format!("{}1{}", "[".repeat(200), "]".repeat(199));
+    assert!(c.check(&message(&[], unbalanced.as_bytes())).is_err());
 }
 
 #[test]
