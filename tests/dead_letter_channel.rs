@@ -226,12 +226,12 @@ async fn a_crash_between_dead_letter_publish_and_settle_neither_loses_nor_double
     broker.kill9();
 }
 
-/// A redrive that cannot publish says why: a `--to` channel that does not exist is refused
-/// before anything is taken, and a letter whose source channel is gone makes the redrive fail
-/// with that error and waits again at once, so a redrive to an existing channel right after
-/// takes it.
+/// A redrive that cannot publish says why and loses nothing: a `--to` channel that does not exist
+/// (or is the dead-letter queue itself) is refused before anything is taken; a letter whose
+/// source channel is gone is skipped, the redrive moves past it to the next one, reports how
+/// many it moved and how many it could not, and the skipped letter waits again at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redrive_that_cannot_publish_fails_and_leaves_the_letters_waiting() {
+async fn a_redrive_that_cannot_publish_says_why_and_leaves_the_letters_waiting() {
     let dir = tempfile::tempdir().unwrap();
     let broker = TestBroker::start(dir.path()).await;
     let client = Client::connect(broker.addr.clone()).await.unwrap();
@@ -239,36 +239,49 @@ async fn a_redrive_that_cannot_publish_fails_and_leaves_the_letters_waiting() {
         dead_letter_channel: Some("graveyard".into()),
         ..ChannelSettings::default()
     };
-    for channel in ["temp", "retry"] {
+    for channel in ["temp", "keep", "retry"] {
         client
             .create_channel(channel, ChannelKind::Queue, settings.clone())
             .await
             .unwrap();
     }
-    let producer = client.producer("temp").build().await.unwrap();
-    producer.send(Message::new("orphan")).await.unwrap();
-    let mut consumer = client.consumer("temp").subscribe().await.unwrap();
-    next(&mut consumer).await.reject("no").await.unwrap();
-    drop(consumer);
-    common::eventually("the dead letter to be stored", || async {
-        client
-            .describe_channel("graveyard")
-            .await
-            .is_ok_and(|d| d.subscriptions[0].backlog == 1)
-    })
-    .await;
+    for (channel, text) in [("temp", "orphan"), ("keep", "kept")] {
+        let producer = client.producer(channel).build().await.unwrap();
+        producer.send(Message::new(text)).await.unwrap();
+        let mut consumer = client.consumer(channel).subscribe().await.unwrap();
+        next(&mut consumer).await.reject("no").await.unwrap();
+        common::eventually("the dead letter to be stored", || async {
+            let d = client.describe_channel("graveyard").await;
+            d.is_ok_and(|d| d.partitions[0].next_offset == 1 + u64::from(channel == "keep"))
+        })
+        .await;
+    }
 
+    for (to, code) in [
+        ("nowhere", ErrorCode::UnknownChannel),
+        ("graveyard", ErrorCode::InvalidArgument),
+    ] {
+        let err = client
+            .redrive("graveyard", Some(to), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(code), "{err}");
+    }
+
+    client.delete_channel("temp").await.unwrap();
     let err = client
-        .redrive("graveyard", Some("nowhere"), None)
+        .redrive("graveyard", None, Some(1))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::UnknownChannel), "{err}");
-    assert!(err.to_string().contains("nowhere"), "{err}");
-
-    client.delete_channel("temp").await.unwrap();
-    let err = client.redrive("graveyard", None, None).await.unwrap_err();
-    assert_eq!(err.code(), Some(ErrorCode::UnknownChannel), "{err}");
-    assert!(err.to_string().contains("temp"), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("redrove 1, 1 could not be published"),
+        "{message}"
+    );
+    assert!(message.contains("temp"), "{message}");
+    let mut keep = client.consumer("keep").subscribe().await.unwrap();
+    assert_eq!(text(&next(&mut keep).await), "kept");
 
     assert_eq!(
         client
@@ -279,5 +292,42 @@ async fn a_redrive_that_cannot_publish_fails_and_leaves_the_letters_waiting() {
     );
     let mut retry = client.consumer("retry").subscribe().await.unwrap();
     assert_eq!(text(&next(&mut retry).await), "orphan");
+    broker.stop().await;
+}
+
+/// A channel deleted and created again under its name starts its offsets again. Its moves are
+/// deduplicated in the dead-letter queue on keys that include which creation it is, so the new
+/// channel's dead letter at offset 0 is not taken for the old one's (which would settle the
+/// new message without storing its copy: lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_created_again_under_its_name_dead_letters_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let settings = ChannelSettings {
+        dead_letter_channel: Some("shared.dlq".into()),
+        ..ChannelSettings::default()
+    };
+    for life in ["first", "second"] {
+        client
+            .create_channel("jobs", ChannelKind::Queue, settings.clone())
+            .await
+            .unwrap();
+        let producer = client.producer("jobs").build().await.unwrap();
+        let stored = producer.send(Message::new(life)).await.unwrap();
+        assert_eq!(stored.offset(), 0);
+        let mut consumer = client.consumer("jobs").subscribe().await.unwrap();
+        next(&mut consumer).await.reject("no").await.unwrap();
+        common::eventually("the source to settle", || async {
+            client.describe_channel("jobs").await.unwrap().subscriptions[0].backlog == 0
+        })
+        .await;
+        drop(consumer);
+        drop(producer);
+        client.delete_channel("jobs").await.unwrap();
+    }
+    let mut dlq = client.consumer("shared.dlq").subscribe().await.unwrap();
+    assert_eq!(text(&next(&mut dlq).await), "first");
+    assert_eq!(text(&next(&mut dlq).await), "second");
     broker.stop().await;
 }

@@ -189,6 +189,20 @@ pub struct Overrides {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+/// The environment as text. `std::env::vars` panics on a variable that is not Unicode, anyone's;
+/// here such a name is skipped and such a value made lossy (a `SLUICE_*` one then fails to parse
+/// and is named in the error).
+fn unicode_env(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> impl Iterator<Item = (String, String)> {
+    vars.filter_map(|(name, value)| {
+        Some((
+            name.into_string().ok()?,
+            value.to_string_lossy().into_owned(),
+        ))
+    })
+}
+
 impl BrokerConfig {
     /// Loads the layers: defaults, `file` (or `config/sluice.toml` if present), `SLUICE_*`
     /// environment variables, then `overrides`.
@@ -196,7 +210,7 @@ impl BrokerConfig {
     /// # Errors
     /// [`ConfigError`] naming the file, key or value that is wrong.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        Self::load_with_env(file, std::env::vars(), overrides)
+        Self::load_with_env(file, unicode_env(std::env::vars_os()), overrides)
     }
 
     /// [`BrokerConfig::load`] with the environment given rather than read from the process.
@@ -208,10 +222,14 @@ impl BrokerConfig {
         env: impl IntoIterator<Item = (String, String)>,
         overrides: &Overrides,
     ) -> Result<Self, ConfigError> {
-        let env: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(name, _)| name.starts_with("SLUICE_") && !NOT_CONFIG.contains(&name.as_str()))
-            .collect();
+        // Matched without regard to case, as the `config` crate matches the prefix and keys.
+        let ours = |name: &str| {
+            name.get(..7)
+                .is_some_and(|p| p.eq_ignore_ascii_case("SLUICE_"))
+                && !NOT_CONFIG.iter().any(|n| n.eq_ignore_ascii_case(name))
+        };
+        let env: config::Map<String, String> =
+            env.into_iter().filter(|(name, _)| ours(name)).collect();
         let defaults = config::Config::try_from(&Self::default())?;
         let mut builder = config::Config::builder().add_source(defaults);
         match file {
@@ -334,16 +352,40 @@ mod tests {
             env(&[
                 ("SLUICE_BROKER", "127.0.0.1:7601"),
                 ("SLUICE_FAILPOINT", "dead-letter-before-settle"),
+                ("sluice_broker", "127.0.0.1:7602"),
                 ("SLUICE_CHANNEL_DEFAULTS__LEASE", "7s"),
+                ("sluice_server__max_connections", "5"),
                 ("PATH", "/usr/bin"),
             ]),
             &none,
         )
         .unwrap();
         assert_eq!(loaded.channel_defaults.lease, Duration::from_secs(7));
+        assert_eq!(loaded.server.max_connections, 5, "lower case is read too");
         let err =
             BrokerConfig::load_with_env(None, env(&[("SLUICE_DATADIR", "/x")]), &none).unwrap_err();
         assert!(err.to_string().contains("datadir"), "{err}");
+    }
+
+    #[test]
+    fn variables_that_are_not_unicode_do_not_stop_the_broker() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let vars = vec![
+            (OsString::from_vec(b"X\xff".to_vec()), OsString::from("1")),
+            (
+                OsString::from("OTHER"),
+                OsString::from_vec(b"\xff".to_vec()),
+            ),
+            (
+                OsString::from("SLUICE_CHANNEL_DEFAULTS__LEASE"),
+                OsString::from("9s"),
+            ),
+        ];
+        let env: Vec<_> = unicode_env(vars.into_iter()).collect();
+        assert_eq!(env.len(), 2);
+        let loaded = BrokerConfig::load_with_env(None, env, &Overrides::default()).unwrap();
+        assert_eq!(loaded.channel_defaults.lease, Duration::from_secs(9));
     }
 
     #[test]

@@ -12,7 +12,6 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use sluice_protocol::headers as h;
-use sluice_protocol::message::derived_id;
 use sluice_protocol::response::PublishAck;
 use sluice_protocol::types::{partition_for_key, ChannelKind, ChannelSettings};
 use sluice_protocol::{BatchBuilder, MessageView, NewMessage, Response};
@@ -69,8 +68,10 @@ pub struct Death<'a> {
 /// The dead letter: the message with its id, key, headers and payload, plus the death headers.
 /// Earlier death headers (a redriven message dying again) are replaced, except the first time.
 ///
-/// A message without a publisher-made id keeps the one it was delivered with (derived from its
-/// partition and offset); `move_key` is what the dead-letter queue deduplicates the copy on.
+/// `move_key` is what the dead-letter queue deduplicates the copy on. A message without a
+/// publisher-made id gets none here either: the id it was delivered with came from its place in
+/// its channel, which another channel's message can share, so the copy takes one from its own
+/// place in the dead-letter queue.
 pub fn dead_letter(message: MessageView, death: &Death<'_>, move_key: [u8; 16]) -> NewMessage {
     let first = message.header(h::DEATH_FIRST_TIME).cloned();
     let mut new = message.into_new();
@@ -95,10 +96,6 @@ pub fn dead_letter(message: MessageView, death: &Death<'_>, move_key: [u8; 16]) 
     if let Some(error) = death.error {
         add(h::DEATH_ERROR, Bytes::from(error.to_owned()));
     }
-    new.id = Some(
-        new.id
-            .unwrap_or_else(|| derived_id(death.partition, death.offset)),
-    );
     new.dedupe_key = Some(move_key);
     // A dead letter is kept for people to look at; the original TTL would expire it at once
     // (it is why some of them died).
@@ -125,11 +122,30 @@ pub fn invalid_message(
     new
 }
 
-/// The id that makes a move idempotent: derived from source channel, subscription, partition
-/// and offset.
-pub fn move_id(channel: &str, subscription: &str, partition: u32, offset: u64) -> [u8; 16] {
-    let mut key = Vec::with_capacity(channel.len() + subscription.len() + 1);
+/// Where a moved message comes from, as far as its dedupe key is concerned.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// Channel name.
+    pub channel: &'a str,
+    /// Which creation of the channel (a channel created again under its name starts its
+    /// offsets again).
+    pub incarnation: u64,
+    /// Partition number.
+    pub partition: u32,
+}
+
+/// The key that makes a move idempotent: derived from the source channel (and its
+/// incarnation), subscription, partition and offset.
+pub fn move_id(source: Source<'_>, subscription: &str, offset: u64) -> [u8; 16] {
+    let Source {
+        channel,
+        incarnation,
+        partition,
+    } = source;
+    let mut key = Vec::with_capacity(channel.len() + subscription.len() + 10);
     key.extend_from_slice(channel.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&incarnation.to_le_bytes());
     key.push(0);
     key.extend_from_slice(subscription.as_bytes());
     let mut id = [0u8; 16];
@@ -138,10 +154,10 @@ pub fn move_id(channel: &str, subscription: &str, partition: u32, offset: u64) -
     id
 }
 
-/// The id of an invalid message routed at publish: derived from its channel, partition and
+/// The key of an invalid message routed at publish: derived from its channel, partition and
 /// content, so a publisher retrying the same batch does not store it twice.
-pub fn content_id(channel: &str, partition: u32, record: &[u8]) -> [u8; 16] {
-    move_id(channel, "~invalid", partition, fnv64(record))
+pub fn content_id(source: Source<'_>, record: &[u8]) -> [u8; 16] {
+    move_id(source, "~invalid", fnv64(record))
 }
 
 fn fnv64(bytes: &[u8]) -> u64 {
@@ -229,10 +245,11 @@ pub async fn publish(
         .await?;
     match answer.recv().await {
         Some(Ok(Response::Published(ack))) => Ok(ack),
-        Some(Err(e)) => Err(ChannelError::InvalidArgument(format!(
-            "moving to {target}: {}",
-            e.message
-        ))),
+        Some(Err(e)) => Err(ChannelError::Moving {
+            target: target.to_owned(),
+            code: e.code,
+            message: e.message,
+        }),
         _ => Err(ChannelError::ShuttingDown),
     }
 }
@@ -288,14 +305,14 @@ mod tests {
         assert_eq!(get(h::DEATH_FIRST_TIME), Some(Bytes::from("77")));
         assert_eq!(get(h::DEATH_LAST_TIME), Some(Bytes::from("77")));
         assert_eq!(get(h::DEATH_ERROR), Some(Bytes::from("bad customer")));
-        // The message had no id of its own: the copy keeps the one it was delivered with, and
-        // the move key only decides deduplication.
+        // The message had no id of its own and the copy gets none (its place in the dead-letter
+        // queue will give it one); the move key only decides deduplication.
         assert_eq!(
             (m.key, m.payload, m.id, m.dedupe_key),
             (
                 Some(Bytes::from("k")),
                 Bytes::from("p"),
-                Some(derived_id(2, 41)),
+                None,
                 Some([9; 16])
             )
         );
@@ -320,13 +337,19 @@ mod tests {
 
     #[test]
     fn move_ids_differ_by_every_part_of_the_source() {
-        let base = move_id("c", "s", 0, 1);
-        assert_eq!(base, move_id("c", "s", 0, 1));
+        let source = |channel, incarnation, partition| Source {
+            channel,
+            incarnation,
+            partition,
+        };
+        let base = move_id(source("c", 7, 0), "s", 1);
+        assert_eq!(base, move_id(source("c", 7, 0), "s", 1));
         for other in [
-            move_id("d", "s", 0, 1),
-            move_id("c", "t", 0, 1),
-            move_id("c", "s", 1, 1),
-            move_id("c", "s", 0, 2),
+            move_id(source("d", 7, 0), "s", 1),
+            move_id(source("c", 8, 0), "s", 1),
+            move_id(source("c", 7, 0), "t", 1),
+            move_id(source("c", 7, 1), "s", 1),
+            move_id(source("c", 7, 0), "s", 2),
         ] {
             assert_ne!(base, other);
         }

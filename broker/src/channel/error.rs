@@ -56,6 +56,28 @@ pub enum ChannelError {
     /// The broker failed in a way no request can cause (a background task panicked).
     #[error("internal error: {0}")]
     Internal(String),
+    /// Publishing into another channel (a dead letter, an invalid copy, a redrive) was refused
+    /// there.
+    #[error("moving to {target}: {message}")]
+    Moving {
+        /// The channel published to.
+        target: String,
+        /// What it answered.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
+    /// A redrive published some messages and could not publish others, which wait in the
+    /// dead-letter queue again.
+    #[error("redrove {redriven}, {failed} could not be published: {cause}")]
+    RedriveIncomplete {
+        /// Messages published.
+        redriven: u64,
+        /// Messages not published.
+        failed: u64,
+        /// Why the first of them was not.
+        cause: Box<ChannelError>,
+    },
     /// A batch is larger than the channel allows.
     #[error("batch of {size} bytes exceeds the limit of {max}")]
     BatchTooLarge {
@@ -127,6 +149,8 @@ impl ChannelError {
             | Self::Metadata { .. }
             | Self::PartitionFailed(_) => ErrorCode::Storage,
             Self::Internal(_) => ErrorCode::Internal,
+            Self::Moving { code, .. } => *code,
+            Self::RedriveIncomplete { cause, .. } => cause.code(),
             Self::ShuttingDown => ErrorCode::ShuttingDown,
         }
     }

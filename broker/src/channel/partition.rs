@@ -70,6 +70,10 @@ const REFRESH_EVERY: Duration = Duration::from_millis(50);
 pub struct PartitionConfig {
     /// Channel name, for errors and logs.
     pub channel: Arc<str>,
+    /// Which creation of the channel this is ([`ChannelSpec::incarnation`]).
+    ///
+    /// [`ChannelSpec::incarnation`]: crate::channel::registry::ChannelSpec::incarnation
+    pub incarnation: u64,
     /// Partition number.
     pub id: u32,
     /// Queue or topic.

@@ -145,7 +145,12 @@ async fn route_invalid(
     let mut outcomes = Vec::with_capacity(broken.len());
     for (index, reason, record) in broken {
         if let (Some(target), Ok(view)) = (&target, MessageView::decode(record.clone())) {
-            let id = dead_letter::content_id(name, partition, &record);
+            let source = dead_letter::Source {
+                channel: name,
+                incarnation: channel.spec.incarnation,
+                partition,
+            };
+            let id = dead_letter::content_id(source, &record);
             let message = dead_letter::invalid_message(view, &reason, name, id);
             dead_letter::publish(registry, target, true, message).await?;
         }

@@ -19,13 +19,15 @@ use super::registry::Registry;
 /// Redrives up to `count` messages (all waiting ones when `None`) of the queue `dlq`, to `to`
 /// or to each message's `sluice-death-channel`. Returns how many were published.
 ///
-/// A message that cannot be published (its source channel is gone, say) goes back to waiting
-/// in the dead-letter queue at once; the redrive then stops and reports the first such error.
-/// Messages redriven before it stay redriven.
+/// A message that cannot be published (its source channel is gone, say) is skipped: it stays
+/// taken while the redrive goes on through its partition, so the redrive moves past it, and then
+/// waits in the dead-letter queue again. The redrive still publishes everything else it can and
+/// then reports how many it redrove and how many it could not, with the first reason.
 ///
 /// # Errors
-/// `UnknownChannel` for the dead-letter queue or for `to`, the error of the first message that
-/// could not be published, or a partition that stopped.
+/// `UnknownChannel` for the dead-letter queue or for `to`, `InvalidArgument` for `to == dlq`,
+/// [`ChannelError::RedriveIncomplete`] when some messages could not be published, or a
+/// partition that stopped.
 pub async fn redrive(
     registry: &Arc<Registry>,
     dlq: &str,
@@ -34,12 +36,24 @@ pub async fn redrive(
 ) -> Result<u64, ChannelError> {
     let channel = registry.get(dlq)?;
     if let Some(to) = to {
+        if to == dlq {
+            // Each copy would be taken again, without end.
+            return Err(ChannelError::InvalidArgument(format!(
+                "cannot redrive {dlq} into itself"
+            )));
+        }
         // A missing target is the caller's mistake: say so before taking anything.
         registry.get(to)?;
     }
     let mut left = count.unwrap_or(u64::MAX);
-    let mut published = 0;
+    let (mut redriven, mut failed, mut first_error) = (0, 0, None);
     for p in &channel.partitions {
+        let source = dead_letter::Source {
+            channel: dlq,
+            incarnation: channel.spec.incarnation,
+            partition: p.id,
+        };
+        let mut skipped = Vec::new();
         while left > 0 {
             let max = left.min(1024);
             let taken = p
@@ -48,43 +62,55 @@ pub async fn redrive(
             if taken.is_empty() {
                 break;
             }
-            let (mut settled, mut failed, mut error) = (Vec::new(), Vec::new(), None);
+            let mut settled = Vec::new();
             for (offset, record) in taken {
-                match redrive_one(registry, dlq, p.id, offset, record, to).await {
+                match redrive_one(registry, source, offset, record, to).await {
                     Ok(()) => settled.push(offset),
                     Err(e) => {
                         tracing::warn!(dlq, offset, "redrive failed: {e}");
-                        failed.push(offset);
-                        error.get_or_insert(e);
+                        skipped.push(offset);
+                        first_error.get_or_insert(e);
                     }
                 }
             }
             let done_now = settled.len() as u64;
             p.call(|done| PartitionRequest::FinishRedrive {
                 settled,
-                failed,
+                failed: Vec::new(),
                 done,
             })
             .await??;
-            published += done_now;
+            redriven += done_now;
             left = left.saturating_sub(done_now);
-            if let Some(e) = error {
-                tracing::warn!(dlq, published, "redrive stopped: {e}");
-                return Err(e);
-            }
+        }
+        if !skipped.is_empty() {
+            failed += skipped.len() as u64;
+            p.call(|done| PartitionRequest::FinishRedrive {
+                settled: Vec::new(),
+                failed: skipped,
+                done,
+            })
+            .await??;
         }
     }
-    Ok(published)
+    match first_error {
+        None => Ok(redriven),
+        Some(cause) => Err(ChannelError::RedriveIncomplete {
+            redriven,
+            failed,
+            cause: Box::new(cause),
+        }),
+    }
 }
 
 async fn redrive_one(
     registry: &Arc<Registry>,
-    dlq: &str,
-    partition: u32,
+    source: dead_letter::Source<'_>,
     offset: u64,
     record: Bytes,
     to: Option<&str>,
 ) -> Result<(), ChannelError> {
+    let dlq = source.channel;
     let view =
         MessageView::decode(record).map_err(|e| ChannelError::InvalidArgument(e.to_string()))?;
     let target = match to {
@@ -100,7 +126,7 @@ async fn redrive_one(
     message
         .headers
         .retain(|(name, _)| !name.starts_with("sluice-death-"));
-    message.dedupe_key = Some(dead_letter::move_id(dlq, "~redrive", partition, offset));
+    message.dedupe_key = Some(dead_letter::move_id(source, "~redrive", offset));
     dead_letter::publish(registry, &target, false, message)
         .await
         .map(|_| ())

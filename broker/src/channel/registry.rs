@@ -47,6 +47,12 @@ pub struct ChannelSpec {
     /// Everything else it was created with (dead letters, contract, expiry, dedupe).
     #[serde(default)]
     pub settings: ChannelSettings,
+    /// Random, per creation: a channel deleted and created again under its name gets another,
+    /// so the keys its moves are deduplicated on in other channels differ from its
+    /// predecessor's (whose dead letters may still be inside a dead-letter queue's window).
+    /// 0 for channels created before it existed.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// An open channel: its spec and its partition tasks.
@@ -353,6 +359,7 @@ impl Registry {
             partitions,
             lease_ms,
             settings: settings.clone(),
+            incarnation: rand::random(),
         })
     }
 
@@ -426,6 +433,7 @@ impl Registry {
         };
         PartitionConfig {
             channel: Arc::from(spec.name.as_str()),
+            incarnation: spec.incarnation,
             id,
             kind: spec.kind,
             lease: Duration::from_millis(spec.lease_ms),

@@ -9,8 +9,9 @@ use sluice_protocol::{ErrorCode, NewMessage};
 use super::Outcome;
 use crate::error::{ClientError, Result};
 
-/// The partition a message must go to, if it has a key (hash of the key) or a publisher-set id
-/// (hash of the id, so duplicates meet in one partition). `None` means "any": round robin.
+/// The partition a message must go to, if it has a key (hash of the key), or else what the
+/// broker deduplicates it on, a dedupe key or a publisher-set id (hashed, so duplicates meet in
+/// one partition). `None` means "any": round robin.
 pub(crate) fn fixed_partition(message: &NewMessage, partitions: u32) -> Option<u32> {
     if partitions == 1 {
         return Some(0);
@@ -18,7 +19,8 @@ pub(crate) fn fixed_partition(message: &NewMessage, partitions: u32) -> Option<u
     if let Some(key) = &message.key {
         Some(partition_for_key(key, partitions))
     } else {
-        message.id.map(|id| partition_for_key(&id, partitions))
+        let dedupe = message.dedupe_key.or(message.id);
+        dedupe.map(|id| partition_for_key(&id, partitions))
     }
 }
 
@@ -147,6 +149,16 @@ mod tests {
             Some(p),
             "duplicates meet in one partition"
         );
+    }
+
+    #[test]
+    fn a_dedupe_key_decides_the_partition_before_the_id() {
+        let m = NewMessage {
+            id: Some([7; 16]),
+            dedupe_key: Some([9; 16]),
+            ..NewMessage::new("x")
+        };
+        assert_eq!(fixed_partition(&m, 5), Some(partition_for_key(&[9; 16], 5)));
     }
 
     #[test]

@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::future::join_all;
-use sluice_protocol::message::derived_id;
 use sluice_protocol::{MessageView, Response};
 use tokio::sync::oneshot;
 
@@ -132,8 +131,8 @@ impl Partition {
         self.moves.push(Box::pin(moving));
     }
 
-    /// The copy to publish: the stored message with death or invalid headers, keeping the id it
-    /// was delivered with, and a dedupe key derived from where it is moved from.
+    /// The copy to publish: the stored message with death or invalid headers, keeping its
+    /// publisher-made id if it has one, and a dedupe key derived from where it is moved from.
     async fn copy_for_move(
         &mut self,
         subscription: &str,
@@ -146,7 +145,12 @@ impl Partition {
             .nth((offset - batch.base_offset()) as usize)?;
         let view = MessageView::decode(record).ok()?;
         let (channel, partition) = (&*self.config.channel, self.config.id);
-        let move_key = dead_letter::move_id(channel, subscription, partition, offset);
+        let source = dead_letter::Source {
+            channel,
+            incarnation: self.config.incarnation,
+            partition,
+        };
+        let move_key = dead_letter::move_id(source, subscription, offset);
         Some(match kind {
             MoveKind::Dead { reason, error } => {
                 let count = self
@@ -171,9 +175,7 @@ impl Partition {
                 dead_letter::dead_letter(view, &death, move_key)
             }
             MoveKind::Invalid { reason } => {
-                let mut copy = dead_letter::invalid_message(view, reason, channel, move_key);
-                copy.id.get_or_insert(derived_id(partition, offset));
-                copy
+                dead_letter::invalid_message(view, reason, channel, move_key)
             }
         })
     }

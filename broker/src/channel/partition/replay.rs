@@ -143,7 +143,7 @@ impl Partition {
         let path = self.snapshot_path.clone();
         tokio::task::spawn_blocking(move || snapshot.store(&path))
             .await
-            .map_err(|e| ChannelError::InvalidArgument(format!("storing snapshot: {e}")))?
+            .map_err(|e| ChannelError::Internal(format!("storing snapshot: {e}")))?
     }
 
     /// Waits for every pending append and applies it, so memory matches the log.
