@@ -134,6 +134,9 @@ fn failures(verdicts: impl Iterator<Item = Result<(), String>>) -> Vec<(u32, Str
 }
 
 /// Stores broken messages in the invalid channel, or reports them refused when there is none.
+///
+/// The copies are published all at once, so they share the invalid channel's group commit: one
+/// at a time, a batch of 100 broken messages waited for 100 syncs in a row.
 async fn route_invalid(
     registry: &Arc<Registry>,
     channel: &Channel,
@@ -142,17 +145,18 @@ async fn route_invalid(
 ) -> Result<Vec<InvalidOutcome>, ChannelError> {
     let target = channel.spec.settings.invalid_channel.clone();
     let name = &channel.spec.name;
+    let source = dead_letter::Source {
+        channel: name,
+        incarnation: channel.spec.incarnation,
+        partition,
+    };
+    let mut copies = Vec::new();
     let mut outcomes = Vec::with_capacity(broken.len());
     for (index, reason, record) in broken {
         if let (Some(target), Ok(view)) = (&target, MessageView::decode(record.clone())) {
-            let source = dead_letter::Source {
-                channel: name,
-                incarnation: channel.spec.incarnation,
-                partition,
-            };
             let id = dead_letter::content_id(source, &record);
             let message = dead_letter::invalid_message(view, &reason, name, id);
-            dead_letter::publish(registry, target, true, message).await?;
+            copies.push(dead_letter::publish(registry, target, true, message));
         }
         outcomes.push(InvalidOutcome {
             index,
@@ -160,5 +164,6 @@ async fn route_invalid(
             routed_to: target.clone(),
         });
     }
+    futures::future::try_join_all(copies).await?;
     Ok(outcomes)
 }

@@ -62,9 +62,16 @@ pub async fn redrive(
             if taken.is_empty() {
                 break;
             }
+            // All of a chunk at once, so the copies share their targets' group commits (one at
+            // a time, each waited for a sync of its own).
+            let offsets: Vec<u64> = taken.iter().map(|(offset, _)| *offset).collect();
+            let copies = taken
+                .into_iter()
+                .map(|(offset, record)| redrive_one(registry, source, offset, record, to));
+            let results = futures::future::join_all(copies).await;
             let mut settled = Vec::new();
-            for (offset, record) in taken {
-                match redrive_one(registry, source, offset, record, to).await {
+            for (offset, result) in offsets.into_iter().zip(results) {
+                match result {
                     Ok(()) => settled.push(offset),
                     Err(e) => {
                         tracing::warn!(dlq, offset, "redrive failed: {e}");
