@@ -360,3 +360,81 @@ async fn a_late_ack_of_a_message_that_expired_meanwhile_is_not_counted_as_acked(
     broker.stop().await;
     stop_metrics.cancel();
 }
+
+/// A channel left with a backlog across a restart.
+const RESTARTED: &str = "metered-restarted";
+
+/// After a restart, a partition reports its backlog and oldest unacked age without any client
+/// touching the channel (an alert on the age must fire when the consumers are gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gauges_are_set_after_a_restart_without_any_request() {
+    let (metrics, stop_metrics) = start_endpoint().await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    create_metered_queue(&client, RESTARTED).await;
+    let producer = client.producer(RESTARTED).build().await.unwrap();
+    for i in 0..3 {
+        producer.send(Message::new(format!("m{i}"))).await.unwrap();
+    }
+    settles_for(
+        metrics,
+        RESTARTED,
+        "sluice_subscription_backlog_messages",
+        3,
+    )
+    .await;
+    drop(producer);
+    drop(client);
+    let broker = broker.restart().await;
+    eventually(
+        "the restarted partition to report its backlog and age",
+        || async {
+            let m = Metrics::scrape_for(metrics, RESTARTED).await;
+            m.count("sluice_subscription_backlog_messages", &[]) == 3
+                && m.sum("sluice_oldest_unacked_age_seconds", &[]) > 0.0
+        },
+    )
+    .await;
+    broker.stop().await;
+    stop_metrics.cancel();
+}
+
+/// Every request answered with an error counts in `sluice_protocol_errors_total` by code, not
+/// only the errors that end a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_answered_with_an_error_are_counted_by_code() {
+    let (metrics, stop_metrics) = start_endpoint().await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let errors = |code: &'static str| async move {
+        let m = Metrics::scrape_for(metrics, CHANNEL).await;
+        m.scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == "sluice_protocol_errors_total")
+            .filter(|s| s.labels.get("code") == Some(code))
+            .map(|s| match s.value {
+                Value::Counter(v) | Value::Untyped(v) => v as u64,
+                _ => panic!("not a counter"),
+            })
+            .sum::<u64>()
+    };
+    let before = errors("ChannelExists").await;
+    create_metered_queue(&client, "metered-errors").await;
+    for _ in 0..2 {
+        let err = client
+            .create_channel(
+                "metered-errors",
+                ChannelKind::Queue,
+                ChannelSettings::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(sluice_client::ErrorCode::ChannelExists));
+    }
+    assert_eq!(errors("ChannelExists").await, before + 2);
+    broker.stop().await;
+    stop_metrics.cancel();
+}

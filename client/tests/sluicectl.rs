@@ -646,3 +646,18 @@ async fn stats_sums_channels_partitions_messages_and_backlog_over_the_broker() {
     assert_eq!(cells[..4], ["events", "topic", "2", "2"], "{row}");
     broker.stop().await;
 }
+
+/// `--no-ack` holds every message it shows, so its window must cover `--count`: 300 messages
+/// come out, where a window of 256 stopped at 256 and waited for the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_no_ack_shows_as_many_as_its_count() {
+    let broker = Broker::start().await;
+    broker.ok("channel create dead --kind queue").await;
+    let lines: String = (0..300).map(|i| format!("m{i}\n")).collect();
+    broker.ctl_stdin("publish dead", &lines).await.ok();
+    let shown = broker
+        .ok("consume dead --count 300 --no-ack --timeout 10s")
+        .await;
+    assert_eq!(shown, lines);
+    broker.stop().await;
+}

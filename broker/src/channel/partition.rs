@@ -281,6 +281,9 @@ impl Partition {
 
     async fn run(mut self, mut rx: mpsc::Receiver<PartitionRequest>) {
         let mut burst = Vec::with_capacity(BURST);
+        // Gauges from the replayed state at once: a partition nobody touches after a restart
+        // must still report its backlog and the age of its oldest unacked message.
+        self.refresh_metrics().await;
         let done = loop {
             let (deadline, wakeup) = (self.next_deadline(), self.next_wakeup());
             tokio::select! {

@@ -139,7 +139,13 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             } => {
                 let (flags, body) = match result {
                     Ok(response) => (FLAG_RESPONSE, response.encode_body()),
-                    Err(error) => (FLAG_RESPONSE | FLAG_ERROR, error.encode()),
+                    Err(error) => {
+                        // Every error answer passes here, whoever gave it: the dispatcher, a
+                        // partition, or the connection refusing a frame.
+                        metrics::counter!("sluice_protocol_errors_total", "code" => error.code.name())
+                            .increment(1);
+                        (FLAG_RESPONSE | FLAG_ERROR, error.encode())
+                    }
                 };
                 put_header(&mut self.staging, flags, opcode, correlation_id, body.len());
                 self.staging.extend_from_slice(&body);

@@ -4,7 +4,9 @@
 //! returned, dead-lettered or moved to the invalid channel instead.
 //!
 //! With `--count N` the consumer's total credit is N, so it never takes more than N deliveries;
-//! it exits after N messages, or when `--timeout` passes with none arriving.
+//! it exits after N messages, or when `--timeout` passes with none arriving. With `--no-ack`
+//! every message shown stays held until the command exits, so the prefetch window is the count
+//! (without one, 256): that many can be shown.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -33,6 +35,7 @@ pub struct ConsumeArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
     /// Do not acknowledge: the messages return to the subscription when this consumer detaches.
+    /// Shows at most `--count` messages (default 256), as each stays held until then.
     #[arg(long, conflicts_with_all = ["nack", "reject", "reject_invalid"])]
     no_ack: bool,
     /// Return each message to the subscription for redelivery instead of acknowledging it.
@@ -59,9 +62,16 @@ pub async fn run(client: &Client, out: &Out, args: ConsumeArgs) -> anyhow::Resul
     if args.count == Some(0) {
         return Ok(());
     }
-    let prefetch = args.count.map_or(DEFAULT_PREFETCH, |c| {
-        c.min(u64::from(DEFAULT_PREFETCH)) as u32
-    });
+    // Held messages use up credit; with --no-ack nothing is ever given back, so the window
+    // must cover every message to be shown.
+    let cap = if args.no_ack {
+        u32::MAX
+    } else {
+        DEFAULT_PREFETCH
+    };
+    let prefetch = args
+        .count
+        .map_or(DEFAULT_PREFETCH, |c| c.min(u64::from(cap)) as u32);
     let mut builder = client.consumer(args.channel.clone()).prefetch(prefetch);
     if let Some(count) = args.count {
         builder = builder.limit(count);
