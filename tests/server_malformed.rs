@@ -108,3 +108,57 @@ async fn bytes_after_a_malformed_frame_are_ignored_and_the_error_still_arrives()
         .await;
     broker.stop().await;
 }
+
+/// A record whose fields do not decode, in an otherwise well-formed batch, is an invalid message
+/// like any other: on a channel with a contract and an invalid channel the publisher is told it
+/// went there, and it is there, whole, as the copy's payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_does_not_decode_is_stored_in_the_invalid_channel() {
+    use futures::StreamExt;
+    use sluice_client::types::{ChannelKind, ChannelSettings, PayloadFormat};
+    use sluice_protocol::request::Publish;
+    use sluice_protocol::{BatchBuilder, Response};
+
+    let broker = TestBroker::start().await;
+    let client = sluice_client::Client::connect(broker.addr().to_string())
+        .await
+        .unwrap();
+    let settings = ChannelSettings {
+        payload_format: Some(PayloadFormat::Utf8),
+        invalid_channel: Some("bad".into()),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel("in", ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+    // Flags say "key present" and two headers follow; the record ends first.
+    let garbage: &[u8] = &[0b001, 0, 2, 0, 9, 0, b'k'];
+    let mut builder = BatchBuilder::messages();
+    builder.push_raw(garbage);
+    let publish = Request::Publish(Publish {
+        channel: "in".into(),
+        partition: 0,
+        batch: builder.finish().unwrap(),
+    });
+    let mut raw = RawClient::handshaken(broker.addr()).await;
+    raw.send(7, &publish).await;
+    let frame = raw.next_frame().await.expect("an answer");
+    assert_eq!(frame.flags, FLAG_RESPONSE, "{frame:?}");
+    let Response::Published(ack) = Response::decode(frame.opcode, &frame.body).unwrap() else {
+        panic!("not a publish answer");
+    };
+    assert!(ack.stored.is_empty(), "{ack:?}");
+    assert_eq!(ack.invalid.len(), 1, "{ack:?}");
+    assert!(ack.invalid[0].reason.starts_with("malformed"), "{ack:?}");
+    assert_eq!(ack.invalid[0].routed_to.as_deref(), Some("bad"));
+
+    let mut bad = client.consumer("bad").subscribe().await.unwrap();
+    let copy = tokio::time::timeout(std::time::Duration::from_secs(20), bad.next())
+        .await
+        .expect("the copy in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(copy.payload(), garbage);
+    broker.stop().await;
+}

@@ -320,8 +320,9 @@ impl Growing {
     /// is all in place half way through the growth. A page first written by a random insert
     /// instead costs that insert a page fault, and until then prefetches of lines in it do
     /// nothing (a prefetch does not fault): filling a window with 16 M ids took 1.47 s that
-    /// way and 1.36 s with every page faulted in at the start. Best effort: kernels before 5.14
-    /// do not know the advice and refuse it.
+    /// way and 1.36 s with every page faulted in at the start. Best effort: Linux only, and
+    /// kernels before 5.14 do not know the advice and refuse it; elsewhere inserts fault pages
+    /// in as they come.
     fn populate_ahead(&mut self, new: &Table) {
         const CHUNK: usize = 64 << 10;
         let Some(memory) = &new.memory else {
@@ -332,8 +333,14 @@ impl Growing {
         if due < self.populated + CHUNK && due < memory.len() {
             return;
         }
-        let len = due - self.populated;
-        let _ = memory.advise_range(memmap2::Advice::PopulateWrite, self.populated, len);
+        if due == self.populated {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let len = due - self.populated;
+            let _ = memory.advise_range(memmap2::Advice::PopulateWrite, self.populated, len);
+        }
         self.populated = due;
     }
 }

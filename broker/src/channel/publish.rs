@@ -153,7 +153,17 @@ async fn route_invalid(
     let mut copies = Vec::new();
     let mut outcomes = Vec::with_capacity(broken.len());
     for (index, reason, record) in broken {
-        if let (Some(target), Ok(view)) = (&target, MessageView::decode(record.clone())) {
+        if let Some(target) = &target {
+            // A record whose fields do not decode goes there too, whole, as the copy's payload:
+            // its outcome says it is stored in the invalid channel.
+            let view = MessageView::decode(record.clone()).unwrap_or_else(|_| MessageView {
+                id: None,
+                dedupe_key: None,
+                key: None,
+                ttl_ms: None,
+                headers: Vec::new(),
+                payload: record.clone(),
+            });
             let id = dead_letter::content_id(source, &record);
             let message = dead_letter::invalid_message(view, &reason, name, id);
             copies.push(dead_letter::publish(registry, target, true, message));

@@ -6,7 +6,7 @@
 //! With `--count N` the consumer's total credit is N, so it never takes more than N deliveries;
 //! it exits after N messages, or when `--timeout` passes with none arriving. With `--no-ack`
 //! every message shown stays held until the command exits, so the prefetch window is the count
-//! (without one, 256): that many can be shown.
+//! (without one 256, at most 10 000): that many can be shown.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -20,6 +20,10 @@ use crate::output::{hex, Out};
 
 /// Prefetch when no count limits it.
 const DEFAULT_PREFETCH: u32 = 256;
+
+/// Most messages `--no-ack` shows: each stays held (leased, in memory on both sides) until the
+/// command exits, so its window is its count, and this bounds both.
+const NO_ACK_MAX: u32 = 10_000;
 
 #[derive(Debug, clap::Args)]
 pub struct ConsumeArgs {
@@ -35,7 +39,8 @@ pub struct ConsumeArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
     /// Do not acknowledge: the messages return to the subscription when this consumer detaches.
-    /// Shows at most `--count` messages (default 256), as each stays held until then.
+    /// Shows at most `--count` messages (default 256, at most 10000), as each stays held until
+    /// then.
     #[arg(long, conflicts_with_all = ["nack", "reject", "reject_invalid"])]
     no_ack: bool,
     /// Return each message to the subscription for redelivery instead of acknowledging it.
@@ -65,7 +70,7 @@ pub async fn run(client: &Client, out: &Out, args: ConsumeArgs) -> anyhow::Resul
     // Held messages use up credit; with --no-ack nothing is ever given back, so the window
     // must cover every message to be shown.
     let cap = if args.no_ack {
-        u32::MAX
+        NO_ACK_MAX
     } else {
         DEFAULT_PREFETCH
     };
