@@ -140,8 +140,10 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 let (flags, body) = match result {
                     Ok(response) => (FLAG_RESPONSE, response.encode_body()),
                     Err(error) => {
-                        // Every error answer passes here, whoever gave it: the dispatcher, a
-                        // partition, or the connection refusing a frame.
+                        // Every error answer of an accepted connection passes here, whoever
+                        // gave it: the dispatcher, a partition, or the connection refusing a
+                        // frame. (Connections refused at the limit never get a writer; they
+                        // count in sluice_connections_refused_total.)
                         metrics::counter!("sluice_protocol_errors_total", "code" => error.code.name())
                             .increment(1);
                         (FLAG_RESPONSE | FLAG_ERROR, error.encode())
