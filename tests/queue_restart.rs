@@ -181,3 +181,35 @@ async fn a_failed_write_fails_the_partition_and_loses_nothing_acknowledged() {
     }
     broker.stop().await;
 }
+
+/// One data directory, one broker: a second broker on the same directory is refused at start
+/// (two would append to the same logs and overwrite each other's acknowledged messages), the
+/// first goes on serving, and once it stops the directory can be opened again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_broker_on_the_same_data_directory_is_refused() {
+    use sluice_broker::server::{Server, ServerError};
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let refused = Server::bind(&common::config(dir.path())).await.unwrap_err();
+    assert!(
+        matches!(&refused, ServerError::DataDirInUse { dir: d, .. } if d == dir.path()),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains("in use by another broker"),
+        "{refused}"
+    );
+
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    client
+        .create_channel("jobs", ChannelKind::Queue, ChannelSettings::default())
+        .await
+        .unwrap();
+    drop(client);
+    broker.stop().await;
+    let again = TestBroker::start(dir.path()).await;
+    let client = Client::connect(again.addr.clone()).await.unwrap();
+    assert_eq!(client.list_channels().await.unwrap().len(), 1);
+    again.stop().await;
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::channel::registry::MAX_PARTITIONS;
 use crate::clock::SharedClock;
 
 /// Where the default configuration file lives, relative to the working directory.
@@ -189,6 +190,19 @@ pub struct Overrides {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+/// Whether `filter` is a level or comma-separated `target=level` directives. tracing's own
+/// parser takes any word as a target name, so `warning` or `verbose` would silence the broker
+/// instead of being refused.
+fn is_log_filter(filter: &str) -> bool {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let known = |level: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level.trim()));
+    !filter.trim().is_empty()
+        && filter
+            .split(',')
+            .all(|d| known(d.rsplit_once('=').map_or(d, |(_, level)| level)))
+        && tracing_subscriber::EnvFilter::try_new(filter).is_ok()
+}
+
 /// The environment as text. `std::env::vars` panics on a variable that is not Unicode, anyone's;
 /// here such a name is skipped and such a value made lossy (a `SLUICE_*` one then fails to parse
 /// and is named in the error).
@@ -260,8 +274,10 @@ impl BrokerConfig {
             })
         };
         let d = &self.channel_defaults;
-        if d.partitions == 0 {
-            return bad("channel_defaults.partitions", "must be at least 1");
+        if d.partitions == 0 || d.partitions > MAX_PARTITIONS {
+            // A default no channel may have would fail every create that relies on it,
+            // dead-letter queues made on first use included.
+            return bad("channel_defaults.partitions", "must be between 1 and 1024");
         }
         if d.max_deliveries == 0 {
             return bad("channel_defaults.max_deliveries", "must be at least 1");
@@ -274,6 +290,16 @@ impl BrokerConfig {
         }
         if self.server.max_frame_bytes < 1024 {
             return bad("server.max_frame_bytes", "must be at least 1024");
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections", "must be at least 1");
+        }
+        if !is_log_filter(&self.log_level) {
+            return bad(
+                "log_level",
+                "must be a level (off, error, warn, info, debug, trace) or directives such as \
+                 `sluice_broker=debug,info`",
+            );
         }
         if d.max_batch_bytes + 4096 > self.server.max_frame_bytes {
             return bad(
@@ -406,6 +432,24 @@ mod tests {
         let file = file_with("[channel_defaults]\nfsync = \"sometimes\"\n");
         let err = BrokerConfig::load(Some(file.path()), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("sometimes"), "{err}");
+        for (toml, key) in [
+            (
+                "[channel_defaults]\npartitions = 5000\n",
+                "channel_defaults.partitions",
+            ),
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            ("log_level = \"verbose\"\n", "log_level"),
+            ("log_level = \"warning\"\n", "log_level"),
+            ("log_level = \"debug=[[[\"\n", "log_level"),
+        ] {
+            let file = file_with(toml);
+            let err = BrokerConfig::load(Some(file.path()), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains(key), "{toml}: {err}");
+        }
+        for level in ["warn", "DEBUG", "sluice_broker=debug,info", "off"] {
+            let file = file_with(&format!("log_level = \"{level}\"\n"));
+            BrokerConfig::load(Some(file.path()), &Overrides::default()).unwrap();
+        }
     }
 
     #[test]

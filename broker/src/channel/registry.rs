@@ -29,7 +29,7 @@ use crate::log::{FsyncPolicy, LogConfig};
 /// The file holding a channel's spec.
 const SPEC_FILE: &str = "channel.meta";
 /// Most partitions a channel may have.
-const MAX_PARTITIONS: u32 = 1024;
+pub(crate) const MAX_PARTITIONS: u32 = 1024;
 /// Bytes of recent batches each partition keeps in memory.
 const CACHE_BYTES: usize = 64 << 20;
 

@@ -5,8 +5,10 @@
 //! partitions. Knows sockets, connection tasks and the dispatcher's lifecycle; nothing about
 //! frames' contents or channels.
 
+use std::fs::{File, TryLockError};
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +43,22 @@ pub enum ServerError {
     /// Stored broker state could not be opened.
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// Another broker (or another server in this process) has the data directory.
+    #[error("data directory {} is in use by another broker (it holds the lock on {})", dir.display(), lock.display())]
+    DataDirInUse {
+        /// The configured data directory.
+        dir: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// The data directory or its lock file could not be created or locked.
+    #[error("cannot lock data directory {}: {source}", dir.display())]
+    DataDir {
+        /// The configured data directory.
+        dir: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 /// A bound, not yet running broker server.
@@ -56,6 +74,35 @@ pub struct Server {
     dispatcher_token: CancellationToken,
     /// Limits and timeouts of connections.
     config: Arc<ServerConfig>,
+    /// The data directory's lock, held while the server exists (see [`lock_data_dir`]).
+    _data_dir_lock: File,
+}
+
+/// Takes the data directory for this broker: an exclusive lock on `<data_dir>/LOCK`, held as
+/// long as the returned file is open, and let go by the kernel when the process dies, kill -9
+/// included. Two brokers on one directory each append to the same logs from their own idea of
+/// its end, and one overwrites what the other acknowledged.
+fn lock_data_dir(dir: &Path) -> Result<File, ServerError> {
+    let failed = |source| ServerError::DataDir {
+        dir: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let lock = dir.join("LOCK");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(ServerError::DataDirInUse {
+            dir: dir.to_owned(),
+            lock,
+        }),
+        Err(TryLockError::Error(e)) => Err(failed(e)),
+    }
 }
 
 impl Server {
@@ -65,6 +112,7 @@ impl Server {
     /// [`ServerError::Bind`] when the address is unavailable, [`ServerError::Open`] when the
     /// data directory cannot be opened.
     pub async fn bind(config: &BrokerConfig) -> Result<Self, ServerError> {
+        let data_dir_lock = lock_data_dir(&config.data_dir)?;
         let bind_error = |source| ServerError::Bind {
             addr: config.listen,
             source,
@@ -79,6 +127,7 @@ impl Server {
             dispatcher,
             dispatcher_token,
             config: Arc::new(config.server.clone()),
+            _data_dir_lock: data_dir_lock,
         })
     }
 
