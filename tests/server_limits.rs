@@ -75,9 +75,9 @@ async fn a_connection_that_keeps_talking_is_not_idle() {
     broker.stop().await;
 }
 
-/// Oversized messages get typed errors and leave the connection usable: one past the channel's
-/// batch limit is refused by the broker (`MessageTooLarge`), one past the frame limit by the
-/// client before sending (it used to go out and cost the connection, as "connection lost").
+/// Oversized messages get one typed error and leave the connection usable: the broker tells
+/// its batch limit at the handshake, and the client refuses a message past it before sending
+/// (past the frame limit it used to go out and cost the connection, as "connection lost").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_messages_get_typed_errors_and_the_connection_stays() {
     use sluice_client::types::{ChannelKind, ChannelSettings};
@@ -85,22 +85,22 @@ async fn oversized_messages_get_typed_errors_and_the_connection_stays() {
 
     let broker = TestBroker::start().await;
     let client = Client::connect(broker.addr().to_string()).await.unwrap();
+    assert_eq!(client.broker_max_batch().await.unwrap(), Some(8 << 20));
     client
         .create_channel("big", ChannelKind::Queue, ChannelSettings::default())
         .await
         .unwrap();
     let producer = client.producer("big").build().await.unwrap();
 
-    let past_batch_limit = Message::new(vec![b'x'; 9 << 20]);
-    let err = within(producer.send(past_batch_limit)).await.unwrap_err();
-    assert_eq!(err.code(), Some(ErrorCode::MessageTooLarge), "{err}");
-
-    let past_frame_limit = Message::new(vec![b'x'; 17 << 20]);
-    let err = within(producer.send(past_frame_limit)).await.unwrap_err();
-    assert!(
-        matches!(err, ClientError::MessageTooLarge { size, max } if size > 17 << 20 && max < 16 << 20),
-        "{err}"
-    );
+    for size in [9 << 20, 17 << 20] {
+        let err = within(producer.send(Message::new(vec![b'x'; size])))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ClientError::MessageTooLarge { size: s, max } if s > size && max <= 8 << 20),
+            "{err}"
+        );
+    }
     let err = within(producer.send_batch(vec![Message::new(vec![0; 17 << 20]).into_inner()]))
         .await
         .unwrap_err();
@@ -108,5 +108,28 @@ async fn oversized_messages_get_typed_errors_and_the_connection_stays() {
 
     let stored = within(producer.send(Message::new("small"))).await.unwrap();
     assert_eq!(stored.offset(), 0);
+    broker.stop().await;
+}
+
+/// A broker whose batch limit is small still takes a batch of messages that each fit: the
+/// client sizes its batches by the limit it learnt at the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_sized_to_the_broker_s_batch_limit() {
+    use sluice_client::types::{ChannelKind, ChannelSettings};
+    use sluice_client::{Client, Message};
+
+    let broker = TestBroker::start_with(|c| c.channel_defaults.max_batch_bytes = 4096).await;
+    let client = Client::connect(broker.addr().to_string()).await.unwrap();
+    client
+        .create_channel("small", ChannelKind::Queue, ChannelSettings::default())
+        .await
+        .unwrap();
+    let producer = client.producer("small").build().await.unwrap();
+    let messages = (0..10)
+        .map(|i| Message::new(vec![b'0' + i; 1000]).into_inner())
+        .collect();
+    let outcomes = within(producer.send_batch(messages)).await.unwrap();
+    let offsets: Vec<u64> = outcomes.iter().map(|o| o.offset()).collect();
+    assert_eq!(offsets, (0..10).collect::<Vec<_>>());
     broker.stop().await;
 }

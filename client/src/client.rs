@@ -141,6 +141,16 @@ impl Client {
         Ok(self.connection().await?.info().max_frame as usize)
     }
 
+    /// The largest record batch the broker stores, learnt at the handshake; `None` from a
+    /// broker that does not say.
+    ///
+    /// # Errors
+    /// A connection error.
+    pub async fn broker_max_batch(&self) -> Result<Option<usize>> {
+        let max_batch = self.connection().await?.info().max_batch;
+        Ok((max_batch > 0).then_some(max_batch as usize))
+    }
+
     pub(crate) fn next_consumer_id(&self) -> u64 {
         self.shared.next_consumer_id.fetch_add(1, Ordering::Relaxed)
     }

@@ -37,6 +37,10 @@ pub struct HandshakeOk {
     pub broker: String,
     /// Largest frame the broker accepts.
     pub max_frame: u32,
+    /// Largest record batch the broker stores, so a client can size its batches and refuse a
+    /// message no batch can carry; 0 from brokers that predate it (then only `max_frame`).
+    #[serde(default)]
+    pub max_batch: u32,
 }
 
 /// Answer to a publish: where each message went.

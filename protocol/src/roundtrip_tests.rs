@@ -233,6 +233,7 @@ fn every_response() -> Vec<(u16, Response)> {
                 version: 1,
                 broker: "b".into(),
                 max_frame: 9,
+                max_batch: 7,
             }),
         ),
         (

@@ -128,7 +128,11 @@ impl Connection {
             Ok(Err(error)) => return Err(self.read_failed(error)),
         };
         let request = self.decode(&frame)?;
-        let answer = negotiate(&request, self.ctx.config.max_frame_bytes);
+        let answer = negotiate(
+            &request,
+            self.ctx.config.max_frame_bytes,
+            self.ctx.max_batch_bytes,
+        );
         match answer {
             Ok(ok) => {
                 self.reply(&frame, Ok(Response::Handshake(ok)));

@@ -16,6 +16,9 @@ pub struct Context {
     pub dispatcher: Dispatcher,
     /// Limits and timeouts of connections.
     pub config: Arc<ServerConfig>,
+    /// Largest record batch a partition stores (`channel_defaults.max_batch_bytes`), told to
+    /// clients at the handshake.
+    pub max_batch_bytes: usize,
     /// Cancelled when the broker stops: connections stop reading and answer what is in flight.
     pub shutdown: CancellationToken,
     /// Cancelled when the shutdown timeout has passed: answers still due are given up.

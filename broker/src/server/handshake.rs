@@ -19,7 +19,11 @@ pub fn broker_name() -> String {
 /// [`ErrorCode::HandshakeRequired`] when the first request is not a handshake, and
 /// [`ErrorCode::UnsupportedVersion`] when the client's version range excludes ours. Either way
 /// the connection is closed after the error is sent.
-pub fn negotiate(first: &Request, max_frame: usize) -> Result<HandshakeOk, ErrorBody> {
+pub fn negotiate(
+    first: &Request,
+    max_frame: usize,
+    max_batch: usize,
+) -> Result<HandshakeOk, ErrorBody> {
     let Request::Handshake(handshake) = first else {
         return Err(ErrorBody::new(
             ErrorCode::HandshakeRequired,
@@ -31,6 +35,7 @@ pub fn negotiate(first: &Request, max_frame: usize) -> Result<HandshakeOk, Error
         version,
         broker: broker_name(),
         max_frame: u32::try_from(max_frame).unwrap_or(u32::MAX),
+        max_batch: u32::try_from(max_batch).unwrap_or(u32::MAX),
     })
 }
 
@@ -62,20 +67,20 @@ mod tests {
 
     #[test]
     fn a_range_containing_our_version_gets_it() {
-        let ok = negotiate(&hello(1, 3), 4096).unwrap();
-        assert_eq!((ok.version, ok.max_frame), (1, 4096));
+        let ok = negotiate(&hello(1, 3), 4096, 2048).unwrap();
+        assert_eq!((ok.version, ok.max_frame, ok.max_batch), (1, 4096, 2048));
         assert!(ok.broker.starts_with("sluice "));
     }
 
     #[test]
     fn a_range_without_our_version_is_refused() {
-        let err = negotiate(&hello(2, 4), 4096).unwrap_err();
+        let err = negotiate(&hello(2, 4), 4096, 2048).unwrap_err();
         assert_eq!(err.code, ErrorCode::UnsupportedVersion);
     }
 
     #[test]
     fn any_other_first_request_requires_a_handshake() {
-        let err = negotiate(&Request::ListChannels, 4096).unwrap_err();
+        let err = negotiate(&Request::ListChannels, 4096, 2048).unwrap_err();
         assert_eq!(err.code, ErrorCode::HandshakeRequired);
     }
 }

@@ -74,6 +74,8 @@ pub struct Server {
     dispatcher_token: CancellationToken,
     /// Limits and timeouts of connections.
     config: Arc<ServerConfig>,
+    /// Largest record batch a partition stores.
+    max_batch_bytes: usize,
     /// The data directory's lock, held while the server exists (see [`lock_data_dir`]).
     _data_dir_lock: File,
 }
@@ -127,6 +129,7 @@ impl Server {
             dispatcher,
             dispatcher_token,
             config: Arc::new(config.server.clone()),
+            max_batch_bytes: config.channel_defaults.max_batch_bytes,
             _data_dir_lock: data_dir_lock,
         })
     }
@@ -141,6 +144,7 @@ impl Server {
         let ctx = Context {
             dispatcher: self.dispatcher.clone(),
             config: self.config.clone(),
+            max_batch_bytes: self.max_batch_bytes,
             shutdown,
             abort: CancellationToken::new(),
             tracker: TaskTracker::new(),

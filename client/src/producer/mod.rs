@@ -216,9 +216,13 @@ impl ProducerBuilder {
         let partitions = u32::try_from(meta.partitions.len())
             .unwrap_or(u32::MAX)
             .max(1);
-        // Room for the publish request around the batch.
+        // The broker's batch limit, and room for the publish request around the batch.
         let frame_limit = self.client.broker_max_frame().await?.saturating_sub(1024);
-        self.options.max_batch_bytes = self.options.max_batch_bytes.min(frame_limit).max(1);
+        let batch_limit = match self.client.broker_max_batch().await? {
+            Some(max_batch) => max_batch.min(frame_limit),
+            None => frame_limit,
+        };
+        self.options.max_batch_bytes = self.options.max_batch_bytes.min(batch_limit).max(1);
         let session = match self.idempotent {
             true => Some(Session::open(&self.client, &self.channel).await?),
             false => None,
@@ -232,7 +236,7 @@ impl ProducerBuilder {
             // A random start, so short-lived producers (one `sluicectl publish` each) do not
             // all pile their messages onto partition 0.
             round_robin: AtomicU32::new(rand::random_range(0..partitions)),
-            max_message_batch: frame_limit,
+            max_message_batch: batch_limit,
             options: self.options,
         });
         let (tx, rx) = mpsc::channel(shared.options.queue_capacity.max(1));
@@ -254,7 +258,8 @@ pub(crate) struct Shared {
     round_robin: AtomicU32,
     /// Batching settings.
     options: ProducerOptions,
-    /// The largest batch the broker's frame limit lets through, which bounds one message.
+    /// The largest batch the broker takes (its batch and frame limits), which bounds one
+    /// message.
     max_message_batch: usize,
     /// One permit per batch in flight.
     in_flight: Arc<Semaphore>,
@@ -329,7 +334,7 @@ impl Producer {
     ///
     /// # Errors
     /// [`ClientError::InvalidMessage`] when it cannot be encoded and
-    /// [`ClientError::MessageTooLarge`] when it exceeds the broker's frame limit; a broker error with
+    /// [`ClientError::MessageTooLarge`] when it exceeds the broker's batch limit; a broker error with
     /// [`ErrorCode::InvalidMessage`](crate::ErrorCode) when it breaks the channel's contract
     /// and the channel has no invalid channel (nothing is stored); the broker's error for its
     /// batch; [`ClientError::Disconnected`] when the connection dropped before the answer (the

@@ -26,7 +26,7 @@ pub(crate) fn fixed_partition(message: &NewMessage, partitions: u32) -> Option<u
 
 /// Checks every length prefix before the message is written into a batch, so encoding it
 /// cannot fail half-way, and that a batch holding only this message fits in `max_batch`
-/// bytes (the broker's frame limit, less room for the request around it).
+/// bytes (the broker's batch limit, within its frame limit less room for the request).
 ///
 /// # Errors
 /// [`ClientError::InvalidMessage`] naming the field that is too long;

@@ -217,6 +217,7 @@ impl Conn {
                 version: 1,
                 broker: "fake".into(),
                 max_frame: 16 << 20,
+                max_batch: 8 << 20,
             })),
             Request::Metadata(m) => Ok(Response::Metadata(
                 m.channels.iter().map(|name| self.meta(name)).collect(),
