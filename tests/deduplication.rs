@@ -7,7 +7,7 @@ mod common;
 use common::{eventually, next, ChildBroker, TestBroker, CHILD_SEGMENT_BYTES_ENV};
 use sluice_broker::clock::ManualClock;
 use sluice_client::types::{ChannelKind, ChannelSettings};
-use sluice_client::{Client, Message, Outcome};
+use sluice_client::{Client, Message, Outcome, Producer};
 
 child_broker_entry!();
 
@@ -128,11 +128,23 @@ fn small_retention() -> ChannelSettings {
     }
 }
 
-/// A broker on `clock` whose segments hold 4 KiB, so a few hundred messages fill several.
-async fn small_segments(dir: &std::path::Path, clock: &ManualClock) -> TestBroker {
+/// A broker on `clock` whose segments hold 4 KiB (so a few hundred messages fill several), a
+/// client, and a producer to its queue `pay`, created with `settings`.
+async fn pay_on_small_segments(
+    dir: &std::path::Path,
+    clock: &ManualClock,
+    settings: ChannelSettings,
+) -> (TestBroker, Client, Producer) {
     let mut config = common::config_on(dir, clock);
     config.channel_defaults.segment_bytes = 4096;
-    TestBroker::start_with(config).await
+    let broker = TestBroker::start_with(config).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    client
+        .create_channel("pay", ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+    let producer = client.producer("pay").build().await.unwrap();
+    (broker, client, producer)
 }
 
 /// Id number `i`, in an otherwise zero id.
@@ -193,17 +205,11 @@ async fn ids_of_segments_retention_deleted_stay_duplicates_after_kill_nine() {
 async fn consumed_segments_stay_until_their_ids_leave_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
-    let broker = small_segments(dir.path(), &clock).await;
-    let client = Client::connect(broker.addr.clone()).await.unwrap();
     let settings = ChannelSettings {
         dedupe_window_ms: Some(60_000),
         ..ChannelSettings::default()
     };
-    client
-        .create_channel("pay", ChannelKind::Queue, settings)
-        .await
-        .unwrap();
-    let producer = client.producer("pay").build().await.unwrap();
+    let (broker, client, producer) = pay_on_small_segments(dir.path(), &clock, settings).await;
     let body = "x".repeat(100);
     // Offsets 0..100 without ids, 100..200 with.
     for i in 0..200 {
@@ -282,17 +288,11 @@ fn archive_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn archived_ids_are_forgotten_once_the_window_has_passed() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
-    let broker = small_segments(dir.path(), &clock).await;
-    let client = Client::connect(broker.addr.clone()).await.unwrap();
     let settings = ChannelSettings {
         dedupe_window_ms: Some(60_000),
         ..small_retention()
     };
-    client
-        .create_channel("pay", ChannelKind::Queue, settings)
-        .await
-        .unwrap();
-    let producer = client.producer("pay").build().await.unwrap();
+    let (broker, _client, producer) = pay_on_small_segments(dir.path(), &clock, settings).await;
     let body = "x".repeat(100);
     for i in 0..200 {
         producer
@@ -340,13 +340,8 @@ async fn archived_ids_are_forgotten_once_the_window_has_passed() {
 async fn a_purge_whose_id_archive_cannot_be_written_fails_and_deletes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
-    let broker = small_segments(dir.path(), &clock).await;
-    let client = Client::connect(broker.addr.clone()).await.unwrap();
-    client
-        .create_channel("pay", ChannelKind::Queue, ChannelSettings::default())
-        .await
-        .unwrap();
-    let producer = client.producer("pay").build().await.unwrap();
+    let (broker, client, producer) =
+        pay_on_small_segments(dir.path(), &clock, ChannelSettings::default()).await;
     let body = "x".repeat(100);
     for i in 0..100 {
         let message = Message::new(body.clone()).id(id(i));
