@@ -459,3 +459,20 @@ async fn sleep_on(clock: &SharedClock, at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+/// Runs blocking file work `what` (a snapshot, the id archive) on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, ChannelError> + Send + 'static,
+) -> Result<T, ChannelError> {
+    joined(what, tokio::task::spawn_blocking(work).await)
+}
+
+/// The outcome of blocking work `what`, once its task is joined: a panic there is an
+/// [`ChannelError::Internal`] error, as no request can cause one.
+fn joined<T>(
+    what: &str,
+    outcome: Result<Result<T, ChannelError>, tokio::task::JoinError>,
+) -> Result<T, ChannelError> {
+    outcome.map_err(|e| ChannelError::Internal(format!("{what}: {e}")))?
+}

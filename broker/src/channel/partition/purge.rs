@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::writes::Done;
-use super::Partition;
+use super::{joined, Partition};
 use crate::channel::command::Command;
 use crate::channel::error::ChannelError;
 use crate::channel::id_archive::{ArchiveFile, IdArchive};
@@ -49,9 +49,7 @@ pub(super) struct Archiving {
 impl Archiving {
     /// Waits for the write; the file, once it is durable.
     pub(super) async fn finish(self) -> Result<ArchiveFile, ChannelError> {
-        self.write
-            .await
-            .map_err(|e| ChannelError::Internal(format!("archiving ids: {e}")))?
+        joined("archiving ids", self.write.await)
     }
 }
 

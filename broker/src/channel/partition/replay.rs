@@ -9,7 +9,7 @@
 use sluice_protocol::RecordBatch;
 use tokio::time::Instant;
 
-use super::{Partition, READ_CHUNK};
+use super::{blocking, Partition, READ_CHUNK};
 use crate::channel::command::Command;
 use crate::channel::error::ChannelError;
 use crate::channel::id_archive::{ArchivedId, IdArchive};
@@ -24,9 +24,7 @@ impl Partition {
     /// [`ChannelError::Log`] or [`ChannelError::CorruptCommand`] for the log.
     pub(super) async fn replay(&mut self) -> Result<(), ChannelError> {
         let path = self.snapshot_path.clone();
-        let loaded = tokio::task::spawn_blocking(move || StateSnapshot::load(&path))
-            .await
-            .map_err(|e| ChannelError::Internal(format!("loading snapshot: {e}")))??;
+        let loaded = blocking("loading snapshot", move || StateSnapshot::load(&path)).await?;
         let mut ids = self.load_archived_ids().await?;
         let after = match loaded {
             Some(snapshot) => self.restore(snapshot, &mut ids)?,
@@ -54,12 +52,11 @@ impl Partition {
     /// Reads the id archive (ids of deleted segments) and forgets its expired files.
     async fn load_archived_ids(&mut self) -> Result<Vec<ArchivedId>, ChannelError> {
         let dir = self.archive.dir().to_owned();
-        let (archive, ids) = tokio::task::spawn_blocking(move || {
+        let (archive, ids) = blocking("loading id archive", move || {
             let mut archive = IdArchive::new(dir);
             archive.load().map(|ids| (archive, ids))
         })
-        .await
-        .map_err(|e| ChannelError::Internal(format!("loading id archive: {e}")))??;
+        .await?;
         self.archive = archive;
         self.forget_archived_ids();
         Ok(ids)
@@ -141,9 +138,7 @@ impl Partition {
         );
         snapshot.purged = self.purged;
         let path = self.snapshot_path.clone();
-        tokio::task::spawn_blocking(move || snapshot.store(&path))
-            .await
-            .map_err(|e| ChannelError::Internal(format!("storing snapshot: {e}")))?
+        blocking("storing snapshot", move || snapshot.store(&path)).await
     }
 
     /// Waits for every pending append and applies it, so memory matches the log.
