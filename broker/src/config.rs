@@ -277,7 +277,8 @@ impl BrokerConfig {
         if d.partitions == 0 || d.partitions > MAX_PARTITIONS {
             // A default no channel may have would fail every create that relies on it,
             // dead-letter queues made on first use included.
-            return bad("channel_defaults.partitions", "must be between 1 and 1024");
+            let problem = format!("must be between 1 and {MAX_PARTITIONS}");
+            return bad("channel_defaults.partitions", &problem);
         }
         if d.max_deliveries == 0 {
             return bad("channel_defaults.max_deliveries", "must be at least 1");

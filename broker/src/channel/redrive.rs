@@ -64,13 +64,14 @@ pub async fn redrive(
             }
             // All of a chunk at once, so the copies share their targets' group commits (one at
             // a time, each waited for a sync of its own).
-            let offsets: Vec<u64> = taken.iter().map(|(offset, _)| *offset).collect();
-            let copies = taken
-                .into_iter()
-                .map(|(offset, record)| redrive_one(registry, source, offset, record, to));
-            let results = futures::future::join_all(copies).await;
+            let copies = taken.into_iter().map(|(offset, record)| async move {
+                (
+                    offset,
+                    redrive_one(registry, source, offset, record, to).await,
+                )
+            });
             let mut settled = Vec::new();
-            for (offset, result) in offsets.into_iter().zip(results) {
+            for (offset, result) in futures::future::join_all(copies).await {
                 match result {
                     Ok(()) => settled.push(offset),
                     Err(e) => {
