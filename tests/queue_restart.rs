@@ -213,3 +213,25 @@ async fn a_second_broker_on_the_same_data_directory_is_refused() {
     assert_eq!(client.list_channels().await.unwrap().len(), 1);
     again.stop().await;
 }
+
+/// A data directory that cannot be created (a file is in its place) stops the broker at start
+/// with an error naming it, before anything is opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_that_cannot_be_created_is_named_in_the_error() {
+    use sluice_broker::server::{Server, ServerError};
+
+    let dir = tempfile::tempdir().unwrap();
+    let in_the_way = dir.path().join("data");
+    std::fs::write(&in_the_way, b"a file").unwrap();
+    let err = Server::bind(&common::config(&in_the_way))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ServerError::DataDir { dir: d, .. } if *d == in_the_way),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("cannot lock data directory"),
+        "{err}"
+    );
+}
