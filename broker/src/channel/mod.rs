@@ -14,6 +14,7 @@ pub mod error;
 pub mod expiry;
 pub mod id_archive;
 mod id_index;
+pub mod json;
 pub mod outbox;
 pub mod partition;
 pub mod publish;

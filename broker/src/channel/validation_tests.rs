@@ -138,7 +138,7 @@ fn json_payloads_must_be_one_complete_document() {
     assert!(serde_json::from_slice::<serde_json::Value>(not_utf8).is_err());
     assert_eq!(
         c.check(&message(&[], not_utf8)),
-        Err("payload-format: not json: invalid UTF-8".to_owned())
+        Err("payload-format: not json: invalid UTF-8 at byte 12".to_owned())
     );
     assert_eq!(
         c.check(&message(&[], "{\"name\":\"café\"}".as_bytes())),
@@ -156,10 +156,10 @@ fn json_payloads_must_be_one_complete_document() {
     ];
     for lone in lone {
         assert!(serde_json::from_slice::<serde_json::Value>(lone).is_err());
-        assert_eq!(
-            c.check(&message(&[], lone)),
-            Err("payload-format: not json: unpaired surrogate escape".to_owned()),
-            "{lone:?}"
+        let err = c.check(&message(&[], lone)).unwrap_err();
+        assert!(
+            err.starts_with("payload-format: not json: unpaired surrogate escape at byte "),
+            "{lone:?}: {err}"
         );
     }
     let fine = [
