@@ -203,9 +203,9 @@ impl Parser<'_> {
     }
 
     fn skip_whitespace(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
-            self.at += 1;
-        }
+        let rest = &self.text[self.at..];
+        let blank = |b: &&u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+        self.at += rest.iter().take_while(blank).count();
     }
 
     /// An object member's name and the colon after it.
@@ -313,9 +313,8 @@ impl Parser<'_> {
     }
 
     fn digits(&mut self) {
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.at += 1;
-        }
+        let rest = &self.text[self.at..];
+        self.at += rest.iter().take_while(|b| b.is_ascii_digit()).count();
     }
 
     fn some_digits(&mut self) -> Result<(), JsonError> {
