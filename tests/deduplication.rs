@@ -8,6 +8,7 @@ use common::{eventually, next, ChildBroker, TestBroker, CHILD_SEGMENT_BYTES_ENV}
 use sluice_broker::clock::ManualClock;
 use sluice_client::types::{ChannelKind, ChannelSettings};
 use sluice_client::{Client, Message, Outcome, Producer};
+use sluice_protocol::types::partition_for_key;
 
 child_broker_entry!();
 
@@ -117,6 +118,58 @@ async fn an_idempotent_producer_gets_stored_outcomes_for_fresh_batches() {
             }
         );
     }
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedupe_key_stands_for_the_id_and_finds_its_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let settings = ChannelSettings {
+        partitions: Some(4),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel("keyed", ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+    let producer = client.producer("keyed").build().await.unwrap();
+    let send = |message: Message| {
+        let producer = producer.clone();
+        async move { producer.send(message).await.unwrap() }
+    };
+    let first = send(Message::new("try 1").id([1; 16]).dedupe_key([9; 16])).await;
+    assert!(matches!(first, Outcome::Stored { .. }), "{first:?}");
+    // A retry with a fresh id but the same key is a duplicate: the key routes it to the
+    // first's partition, where the ids alone would not.
+    let elsewhere = (2..=255u8)
+        .map(|b| [b; 16])
+        .filter(|id| partition_for_key(id, 4) != first.partition());
+    for retry in elsewhere.take(4) {
+        let again = send(Message::new("retry").id(retry).dedupe_key([9; 16])).await;
+        assert_eq!(
+            again,
+            Outcome::Duplicate {
+                partition: first.partition(),
+                offset: first.offset()
+            }
+        );
+    }
+    // The first message's id was not what it was deduplicated on: that id is still new.
+    let same_id = send(Message::new("other").id([1; 16])).await;
+    assert!(matches!(same_id, Outcome::Stored { .. }), "{same_id:?}");
+    let d = client.describe_channel("keyed").await.unwrap();
+    assert_eq!(d.partitions.iter().map(|p| p.next_offset).sum::<u64>(), 2);
+    // The consumer gets the message with its own id.
+    let mut consumer = client.consumer("keyed").subscribe().await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let delivery = next(&mut consumer).await;
+        ids.push(delivery.id());
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(ids.iter().filter(|id| **id == [1; 16]).count(), 2);
     broker.stop().await;
 }
 

@@ -42,6 +42,17 @@ impl Message {
         self
     }
 
+    /// Sets a deduplication key: the broker then deduplicates the message on this key instead
+    /// of its id, so a retry can keep the key while the message id is something else (a trace
+    /// id, or a fresh id per attempt), as SQS does with `MessageDeduplicationId`. Ids and keys
+    /// share one window: a message is a duplicate if its key (or, without one, its id) was
+    /// stored within the window. Messages with one key go to one partition, unless a
+    /// partitioning [`key`](Message::key) says otherwise.
+    pub fn dedupe_key(mut self, key: [u8; 16]) -> Self {
+        self.inner.dedupe_key = Some(key);
+        self
+    }
+
     /// Adds a header.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
         self.inner.headers.push((name.into(), value.into()));

@@ -211,6 +211,15 @@ async fn publish_prints_duplicate_for_an_id_seen_within_the_dedupe_window() {
     );
     broker.take_one("orders").await;
     broker.assert_empty("orders", "300ms").await;
+    // A dedupe key stands for the id: a retry under a new id is still the same message.
+    let keyed = broker
+        .ok("publish orders --id try-1 --dedupe-key order-18 hello")
+        .await;
+    assert_eq!(keyed, "stored 0:1\n");
+    let retry = broker
+        .ok("publish orders --id try-2 --dedupe-key order-18 hello")
+        .await;
+    assert_eq!(retry, "duplicate 0:1\n");
     broker.stop().await;
 }
 

@@ -301,13 +301,24 @@ pub struct InvalidOutcome {
     pub routed_to: Option<String>,
 }
 
-/// Picks the partition for a key: FNV-1a, so every client and the broker agree.
+/// Picks the partition for a key, the same in every client and the broker: FNV-1a over the
+/// bytes, then murmur3's 64-bit finaliser, then the remainder by the partition count.
+///
+/// FNV-1a alone leaves the low bits of its hash depending only on the low bits of each byte, so
+/// with a power-of-two partition count, keys that differ only in their bytes' high bits (ids
+/// `[1; 16]` and `[5; 16]`, keys `a` and `e`) always shared a partition. The finaliser mixes
+/// every bit of the hash into the low ones.
 pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in key {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^= hash >> 33;
     (hash % u64::from(partitions.max(1))) as u32
 }
 
@@ -317,9 +328,10 @@ mod tests {
 
     #[test]
     fn key_hashing_is_stable_and_in_range() {
+        // Pinned: clients and brokers built at different times must agree.
         assert_eq!(
-            partition_for_key(b"", 4),
-            (0xcbf2_9ce4_8422_2325u64 % 4) as u32
+            [b"".as_slice(), b"a", b"order-17", b"\xff\x00"].map(|k| partition_for_key(k, 1000)),
+            [342, 315, 231, 754]
         );
         for key in [&b"a"[..], b"order-17", b"\xff\x00"] {
             let p = partition_for_key(key, 3);
@@ -327,6 +339,28 @@ mod tests {
             assert_eq!(p, partition_for_key(key, 3));
         }
         assert_eq!(partition_for_key(b"x", 0), 0);
+    }
+
+    #[test]
+    fn keys_that_differ_only_in_high_bits_spread_over_partitions() {
+        // One-byte keys 0, 4, 8, ...: FNV-1a alone put every one in partition 0 of 4.
+        let mut counts = [0u32; 4];
+        for k in 0..64u8 {
+            counts[partition_for_key(&[k * 4], 4) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c >= 8), "{counts:?}");
+        // Ids made of one repeated byte, and text keys with a counter, over 8 partitions.
+        let mut counts = [0u32; 8];
+        for k in 0..=255u8 {
+            counts[partition_for_key(&[k; 16], 8) as usize] += 1;
+        }
+        for i in 0..7936 {
+            counts[partition_for_key(format!("customer-{i}").as_bytes(), 8) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (900..=1150).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct PublishArgs {
     /// Message id for deduplication: 32 hex digits (dashes allowed), or any text, hashed.
     #[arg(long)]
     id: Option<String>,
+    /// Deduplicate on this key instead of the message id (same forms as `--id`).
+    #[arg(long)]
+    dedupe_key: Option<String>,
     /// Time to live, counted from the broker's append time, e.g. `30s`.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     ttl: Option<Duration>,
@@ -49,7 +52,7 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("header {s:?} is not NAME=VALUE"))
 }
 
-/// A 16-byte id: the hex digits given, or a hash of the text.
+/// A 16-byte id or dedupe key: the hex digits given, or a hash of the text.
 fn parse_id(s: &str) -> [u8; 16] {
     let digits: String = s.chars().filter(|c| *c != '-').collect();
     let mut id = [0u8; 16];
@@ -83,6 +86,9 @@ impl PublishArgs {
         }
         if let Some(id) = &self.id {
             message = message.id(parse_id(id));
+        }
+        if let Some(key) = &self.dedupe_key {
+            message = message.dedupe_key(parse_id(key));
         }
         for (name, value) in &self.headers {
             message = message.header(name.clone(), value.clone());
