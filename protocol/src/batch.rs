@@ -280,6 +280,24 @@ impl RecordBatch {
         })
     }
 
+    /// A new message batch of the records whose positions `keep` says yes to, in order, with
+    /// this batch's producer fields; `None` when it keeps none. Unstamped, like a producer's.
+    pub fn subset(&self, mut keep: impl FnMut(u32) -> bool) -> Option<RecordBatch> {
+        let mut builder = BatchBuilder::messages();
+        builder.producer(
+            self.producer_id(),
+            self.producer_epoch(),
+            self.base_sequence(),
+        );
+        for (i, record) in self.record_slices().enumerate() {
+            if keep(i as u32) {
+                builder.push_raw(record);
+            }
+        }
+        // An empty batch is the only one `finish` refuses.
+        builder.finish().ok()
+    }
+
     /// The raw records, each as a slice of the batch bytes (no copy).
     pub fn raw_records(&self) -> RawRecords {
         RawRecords {
@@ -433,6 +451,23 @@ mod tests {
         let mut b = BatchBuilder::messages();
         b.push_raw(b"hello").push_raw(b"world!");
         b.finish().unwrap()
+    }
+
+    #[test]
+    fn a_subset_keeps_the_chosen_records_and_the_producer_fields() {
+        let mut b = BatchBuilder::messages();
+        b.producer(7, 2, 40);
+        b.push_raw(b"a").push_raw(b"b").push_raw(b"c");
+        let batch = b.finish().unwrap();
+        let odd = batch.subset(|i| i % 2 == 0).unwrap();
+        let records: Vec<Bytes> = odd.raw_records().collect();
+        assert_eq!(records, vec![Bytes::from("a"), Bytes::from("c")]);
+        assert_eq!(
+            (odd.producer_id(), odd.producer_epoch(), odd.base_sequence()),
+            (7, 2, 40)
+        );
+        RecordBatch::from_bytes(odd.into_bytes()).unwrap();
+        assert!(batch.subset(|_| false).is_none());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use sluice_protocol::message::payload_of;
 use sluice_protocol::response::PublishAck;
 use sluice_protocol::types::InvalidOutcome;
-use sluice_protocol::{BatchBuilder, MessageView, RecordBatch, Response};
+use sluice_protocol::{MessageView, RecordBatch, Response};
 
 use super::dead_letter;
 use super::error::ChannelError;
@@ -40,7 +40,7 @@ pub async fn publish(
         };
         return handle.send(request).await;
     }
-    let (keep, broken) = check(channel, &batch);
+    let (kept, broken) = check(channel, &batch);
     if broken.is_empty() {
         let request = PartitionRequest::Publish {
             batch,
@@ -56,7 +56,8 @@ pub async fn publish(
         ("source", "publish".to_owned()),
     ];
     metrics::counter!("sluice_messages_invalid_total", &labels).increment(invalid.len() as u64);
-    if keep.is_empty() {
+    let mut wanted = kept.iter().copied().peekable();
+    let Some(batch) = batch.subset(|i| wanted.next_if_eq(&i).is_some()) else {
         let ack = PublishAck {
             partition,
             invalid,
@@ -64,21 +65,11 @@ pub async fn publish(
         };
         reply.send(Ok(Response::Published(ack)));
         return Ok(());
-    }
-    let mut builder = BatchBuilder::messages();
-    builder.producer(
-        batch.producer_id(),
-        batch.producer_epoch(),
-        batch.base_sequence(),
-    );
-    for (_, record) in &keep {
-        builder.push_raw(record);
-    }
-    let batch = builder
-        .finish()
-        .map_err(|e| ChannelError::InvalidArgument(e.to_string()))?;
-    let indexes = Some(keep.iter().map(|(i, _)| *i).collect());
-    let routed = Routed { indexes, invalid };
+    };
+    let routed = Routed {
+        indexes: Some(kept),
+        invalid,
+    };
     handle
         .send(PartitionRequest::Publish {
             batch,
@@ -91,10 +82,10 @@ pub async fn publish(
 /// A message that broke the contract: its index, why, and the message.
 type Broken = (u32, String, Bytes);
 
-/// Splits a batch into the records that keep the contract and those that break it. The common
-/// case (all keep it) allocates nothing per message; a contract on the payload alone does not
-/// even decode the headers.
-fn check(channel: &Channel, batch: &RecordBatch) -> (Vec<(u32, Bytes)>, Vec<Broken>) {
+/// Splits a batch into the indexes of the records that keep the contract and the records that
+/// break it. The common case (all keep it) allocates nothing per message; a contract on the
+/// payload alone does not even decode the headers.
+fn check(channel: &Channel, batch: &RecordBatch) -> (Vec<u32>, Vec<Broken>) {
     let contract = &channel.contract;
     let failed: Vec<(u32, String)> = if contract.needs_headers() {
         let verdict = |record: Bytes| match MessageView::decode(record) {
@@ -113,16 +104,16 @@ fn check(channel: &Channel, batch: &RecordBatch) -> (Vec<(u32, Bytes)>, Vec<Brok
     if failed.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let mut keep = Vec::new();
+    let mut kept = Vec::new();
     let mut broken = Vec::new();
     let mut failed = failed.into_iter().peekable();
     for (i, record) in batch.raw_records().enumerate() {
         match failed.next_if(|(f, _)| *f == i as u32) {
             Some((index, reason)) => broken.push((index, reason, record)),
-            None => keep.push((i as u32, record)),
+            None => kept.push(i as u32),
         }
     }
-    (keep, broken)
+    (kept, broken)
 }
 
 /// The indexes and reasons of the failed verdicts.

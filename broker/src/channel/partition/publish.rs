@@ -8,7 +8,7 @@
 use sluice_protocol::message::peek_dedupe_key;
 use sluice_protocol::response::PublishAck;
 use sluice_protocol::types::{DuplicateRun, InvalidOutcome, StoredRun};
-use sluice_protocol::{BatchBuilder, ErrorBody, ErrorCode, RecordBatch, Response, Stamp};
+use sluice_protocol::{ErrorBody, ErrorCode, RecordBatch, Response, Stamp};
 
 use super::writes::{AfterWrite, Done};
 use super::{Partition, TERM};
@@ -218,7 +218,8 @@ impl Partition {
         for d in &mut duplicates {
             d.index = original(d.index);
         }
-        let rebuilt = rebuild(&batch, &kept);
+        let mut wanted = kept.iter().copied().peekable();
+        let rebuilt = batch.subset(|i| wanted.next_if_eq(&i).is_some());
         (rebuilt, Some(kept), duplicates)
     }
 
@@ -265,26 +266,6 @@ impl Partition {
             }
         }
     }
-}
-
-/// A new batch holding the records of `original` at positions `kept`, with its producer fields.
-fn rebuild(original: &RecordBatch, kept: &[u32]) -> Option<RecordBatch> {
-    if kept.is_empty() {
-        return None;
-    }
-    let mut builder = BatchBuilder::messages();
-    builder.producer(
-        original.producer_id(),
-        original.producer_epoch(),
-        original.base_sequence(),
-    );
-    let mut wanted = kept.iter().copied().peekable();
-    for (i, record) in original.record_slices().enumerate() {
-        if wanted.next_if_eq(&(i as u32)).is_some() {
-            builder.push_raw(record);
-        }
-    }
-    builder.finish().ok()
 }
 
 #[cfg(test)]
