@@ -438,3 +438,53 @@ async fn requests_answered_with_an_error_are_counted_by_code() {
     broker.stop().await;
     stop_metrics.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_check_that_fails_is_counted_and_tried_again() {
+    const HELD: &str = "metered-retention";
+    let (metrics, stop_metrics) = start_endpoint().await;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let mut config = common::config_on(dir.path(), &clock);
+    config.channel_defaults.segment_bytes = 4096;
+    let broker = TestBroker::start_with(config).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let settings = ChannelSettings {
+        partitions: Some(1),
+        retention_max_bytes: Some(8192),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel(HELD, ChannelKind::Queue, settings)
+        .await
+        .unwrap();
+    // The ids of the segments retention deletes must be archived first; a file where the
+    // archive directory belongs makes that fail.
+    let blocker = dir.path().join(format!("channels/{HELD}/0.ids"));
+    std::fs::write(&blocker, b"in the way").unwrap();
+    let producer = client.producer(HELD).build().await.unwrap();
+    for i in 0..100u8 {
+        let message = Message::new("x".repeat(100)).id([i; 16]);
+        producer.send(message).await.unwrap();
+    }
+    let failures = || async {
+        Metrics::scrape_for(metrics, HELD)
+            .await
+            .count("sluice_retention_failures_total", &[])
+    };
+    eventually("retention failures to be counted", || async {
+        failures().await >= 2
+    })
+    .await;
+    let d = client.describe_channel(HELD).await.unwrap();
+    assert_eq!(d.partitions[0].first_offset, 0, "nothing was deleted");
+
+    std::fs::remove_file(&blocker).unwrap();
+    eventually("retention to delete segments once it can", || async {
+        let d = client.describe_channel(HELD).await.unwrap();
+        d.partitions[0].first_offset > 0
+    })
+    .await;
+    broker.stop().await;
+    stop_metrics.cancel();
+}

@@ -54,6 +54,8 @@ pub struct PartitionMetrics {
     deduplicated: Counter,
     /// Deliveries a consumer rejected as invalid, sent to the invalid channel.
     invalid: Counter,
+    /// Retention checks that failed (archiving ids, saving a snapshot, deleting segments).
+    retention_failures: Counter,
     /// Bytes of segments.
     log_bytes: Gauge,
     /// Segment files.
@@ -140,6 +142,7 @@ impl PartitionMetrics {
             append: histogram!("sluice_append_duration_seconds", &labels),
             deduplicated: counter!("sluice_messages_deduplicated_total", &labels),
             invalid: invalid_counter(channel, partition, "consumer"),
+            retention_failures: counter!("sluice_retention_failures_total", &labels),
             log_bytes: gauge!("sluice_log_bytes", &labels),
             log_segments: gauge!("sluice_log_segments", &labels),
             subs: HashMap::new(),
@@ -195,6 +198,11 @@ impl PartitionMetrics {
             ReturnReason::LeaseExpired => m.lease_expired.increment(n as u64),
             ReturnReason::ConsumerDetached => m.detached.increment(n as u64),
         }
+    }
+
+    /// A retention check that failed; it is tried again at the next check.
+    pub fn retention_failed(&self) {
+        self.retention_failures.increment(1);
     }
 
     /// `n` messages of a publish dropped as duplicates.

@@ -135,11 +135,13 @@ impl Partition {
             retention_mark(&segments, max_age, max_bytes, self.now_ms()).min(active.base_offset);
         if retention > self.lowest_floor() {
             if let Err(e) = self.skip_to(None, retention).await {
+                self.metrics.retention_failed();
                 tracing::error!(channel = %self.config.channel, partition = self.config.id, "retention: {e}");
                 return;
             }
         }
         if let Err(e) = self.delete_segments_in_background(retention).await {
+            self.metrics.retention_failed();
             tracing::error!(channel = %self.config.channel, partition = self.config.id, "deleting segments: {e}");
         }
     }
