@@ -32,6 +32,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::message;
+
 /// Size of the fixed batch header in bytes.
 pub const HEADER_LEN: usize = 72;
 /// The only batch format version so far.
@@ -78,11 +80,25 @@ pub enum BatchError {
 }
 
 /// A validated record batch over shared bytes. Cloning is cheap (reference counted).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct RecordBatch {
     /// The whole batch, header included, exactly as it travels and is stored.
     bytes: Bytes,
+    /// The first byte of every record (a message's flags) OR-ed together, when known: worked
+    /// out by the full check and by the builder, which see every record anyway, while the
+    /// batch is in the caches. Lets the broker skip walking a batch's records for ids or TTLs
+    /// it does not have: walked later, once the batch has left the caches, that cost a miss
+    /// per record. `None` for a batch read back with [`RecordBatch::from_bytes_crc_only`].
+    record_flags: Option<u8>,
 }
+
+impl PartialEq for RecordBatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for RecordBatch {}
 
 impl std::fmt::Debug for RecordBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,8 +133,8 @@ impl RecordBatch {
     /// # Errors
     /// Any [`BatchError`] describing the first problem found.
     pub fn from_bytes(bytes: Bytes) -> Result<Self, BatchError> {
-        let batch = Self::from_bytes_crc_only(bytes)?;
-        batch.check_records()?;
+        let mut batch = Self::from_bytes_crc_only(bytes)?;
+        batch.record_flags = Some(batch.check_records()?);
         Ok(batch)
     }
 
@@ -149,11 +165,16 @@ impl RecordBatch {
         if u32_at(&bytes, RECORD_COUNT) == 0 {
             return Err(BatchError::Empty);
         }
-        Ok(Self { bytes })
+        Ok(Self {
+            bytes,
+            record_flags: None,
+        })
     }
 
-    fn check_records(&self) -> Result<(), BatchError> {
+    /// Checks the record framing; returns the records' first bytes OR-ed together.
+    fn check_records(&self) -> Result<u8, BatchError> {
         let mut rest = &self.bytes[HEADER_LEN..];
+        let mut flags = 0;
         for _ in 0..self.record_count() {
             if rest.len() < 4 {
                 return Err(BatchError::Records("record length cut off"));
@@ -162,12 +183,26 @@ impl RecordBatch {
             if rest.len() < len {
                 return Err(BatchError::Records("record body cut off"));
             }
+            flags |= rest.first().filter(|_| len > 0).copied().unwrap_or(0);
             rest.advance(len);
         }
         if !rest.is_empty() {
             return Err(BatchError::Records("bytes after the last record"));
         }
-        Ok(())
+        Ok(flags)
+    }
+
+    /// Whether some message of this batch may have a TTL: false only when known not to.
+    pub fn may_have_ttls(&self) -> bool {
+        self.record_flags
+            .is_none_or(|flags| flags & message::FLAG_TTL != 0)
+    }
+
+    /// Whether some message of this batch may have an id or a dedupe key: false only when
+    /// known not to.
+    pub fn may_have_dedupe_keys(&self) -> bool {
+        self.record_flags
+            .is_none_or(|flags| flags & (message::FLAG_ID | message::FLAG_DEDUPE_KEY) != 0)
     }
 
     /// The batch bytes, header included.
@@ -266,6 +301,7 @@ impl RecordBatch {
         bytes[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&ts);
         Self {
             bytes: bytes.freeze(),
+            record_flags: self.record_flags,
         }
     }
 
@@ -359,6 +395,8 @@ pub struct BatchBuilder {
     attributes: u8,
     /// Producer session fields: id, epoch, base sequence.
     producer: (u64, u16, u32),
+    /// The first bytes of the records so far, OR-ed together.
+    record_flags: u8,
 }
 
 impl BatchBuilder {
@@ -380,6 +418,7 @@ impl BatchBuilder {
             count: 0,
             attributes,
             producer: (0, 0, 0),
+            record_flags: 0,
         }
     }
 
@@ -393,6 +432,7 @@ impl BatchBuilder {
     pub fn push_raw(&mut self, record: &[u8]) -> &mut Self {
         self.buf.put_u32_le(record.len() as u32);
         self.buf.put_slice(record);
+        self.record_flags |= record.first().copied().unwrap_or(0);
         self.count += 1;
         self
     }
@@ -404,6 +444,12 @@ impl BatchBuilder {
         write(&mut self.buf);
         let len = (self.buf.len() - at - 4) as u32;
         self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.record_flags |= self
+            .buf
+            .get(at + 4)
+            .copied()
+            .filter(|_| len > 0)
+            .unwrap_or(0);
         self.count += 1;
         self
     }
@@ -439,6 +485,7 @@ impl BatchBuilder {
         b[CRC..CRC + 4].copy_from_slice(&crc.to_le_bytes());
         Ok(RecordBatch {
             bytes: self.buf.freeze(),
+            record_flags: Some(self.record_flags),
         })
     }
 }
@@ -468,6 +515,61 @@ mod tests {
         );
         RecordBatch::from_bytes(odd.into_bytes()).unwrap();
         assert!(batch.subset(|_| false).is_none());
+    }
+
+    #[test]
+    fn a_batch_knows_whether_its_messages_may_have_ttls_or_ids() {
+        use crate::NewMessage;
+        let build = |messages: &[NewMessage]| {
+            let mut b = BatchBuilder::messages();
+            for m in messages {
+                b.push_with(|buf| m.encode(buf).unwrap());
+            }
+            b.finish().unwrap()
+        };
+        let plain = NewMessage::new("p");
+        let ttl = NewMessage {
+            ttl_ms: Some(5),
+            ..NewMessage::new("t")
+        };
+        let id = NewMessage {
+            id: Some([1; 16]),
+            ..NewMessage::new("i")
+        };
+        let keyed = NewMessage {
+            dedupe_key: Some([2; 16]),
+            ..NewMessage::new("k")
+        };
+        let cases = [
+            (vec![plain.clone()], false, false),
+            (vec![plain.clone(), ttl.clone()], true, false),
+            (vec![id.clone(), plain.clone()], false, true),
+            (vec![plain.clone(), keyed.clone()], false, true),
+            (vec![ttl, id], true, true),
+        ];
+        for (messages, ttls, ids) in cases {
+            let built = build(&messages);
+            let checked = RecordBatch::from_bytes(built.as_bytes().clone()).unwrap();
+            let stamped = checked.clone().stamp(Stamp {
+                base_offset: 3,
+                entry_index: 1,
+                term: 1,
+                timestamp: 9,
+            });
+            for batch in [&built, &checked, &stamped] {
+                assert_eq!(batch.may_have_ttls(), ttls, "{messages:?}");
+                assert_eq!(batch.may_have_dedupe_keys(), ids, "{messages:?}");
+            }
+            // Read back from a log: not known, so every batch may have them.
+            let read = RecordBatch::from_bytes_crc_only(built.as_bytes().clone()).unwrap();
+            assert!(read.may_have_ttls() && read.may_have_dedupe_keys());
+            assert_eq!(read, built, "equality is by bytes");
+        }
+        // A subset knows about the records it kept.
+        let mixed = build(&[plain, keyed]);
+        let first = mixed.subset(|i| i == 0).unwrap();
+        assert!(!first.may_have_dedupe_keys());
+        assert!(mixed.subset(|i| i == 1).unwrap().may_have_dedupe_keys());
     }
 
     #[test]

@@ -27,9 +27,9 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 const FLAG_KEY: u8 = 0b001;
-const FLAG_TTL: u8 = 0b010;
-const FLAG_ID: u8 = 0b100;
-const FLAG_DEDUPE_KEY: u8 = 0b1000;
+pub(crate) const FLAG_TTL: u8 = 0b010;
+pub(crate) const FLAG_ID: u8 = 0b100;
+pub(crate) const FLAG_DEDUPE_KEY: u8 = 0b1000;
 
 /// Why a record is not a valid message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -46,6 +46,9 @@ impl Expiry {
         if self.max_age_ms.is_some() {
             self.batch_times.insert(batch.base_offset(), at);
         }
+        if !batch.may_have_ttls() {
+            return;
+        }
         for (i, record) in batch.record_slices().enumerate() {
             if let Some(ttl) = peek_ttl(record) {
                 self.ttl
