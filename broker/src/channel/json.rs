@@ -66,7 +66,7 @@ impl ErrorKind {
             Self::ControlCharacter => "control character in a string",
             Self::InvalidEscape => "invalid escape",
             Self::InvalidNumber => "invalid number",
-            Self::InvalidLiteral => "invalid literal",
+            Self::InvalidLiteral => "expected true, false or null",
             Self::UnpairedSurrogate => "unpaired surrogate escape",
             Self::InvalidUtf8 => "invalid UTF-8",
         }

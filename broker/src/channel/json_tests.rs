@@ -87,6 +87,8 @@ fn each_broken_rule_is_named_with_its_offset() {
 fn the_reason_reads_as_a_sentence_with_the_offset() {
     let e = check(b"{\"a\" 1}").unwrap_err();
     assert_eq!(e.to_string(), "expected ':' at byte 5");
+    let e = check(b"not json").unwrap_err();
+    assert_eq!(e.to_string(), "expected true, false or null at byte 0");
 }
 
 #[test]
