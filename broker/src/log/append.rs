@@ -96,7 +96,7 @@ impl Log {
         };
         let cmd = Cmd::Write {
             seq: self.seq,
-            bytes: batch.as_bytes().clone(),
+            parts: batch.parts(),
             next_offset: appended.next_offset,
         };
         self.queued.push_back(Queued {

@@ -63,10 +63,11 @@ pub(crate) struct Target {
 
 /// A request to the writer thread, handled in order.
 pub(crate) enum Cmd {
-    /// Append one batch at the end of the current segment.
+    /// Append one batch at the end of the current segment, given as the buffers to write one
+    /// after the other ([`sluice_protocol::RecordBatch::parts`]).
     Write {
         seq: u64,
-        bytes: Bytes,
+        parts: [Bytes; 2],
         next_offset: u64,
     },
     /// Seal the current segment (sync it, write its index) and continue in `next`.
@@ -282,10 +283,11 @@ impl Writer {
         match cmd {
             Cmd::Write {
                 seq,
-                bytes,
+                parts,
                 next_offset,
             } => {
-                self.group.push(bytes);
+                self.group
+                    .extend(parts.into_iter().filter(|part| !part.is_empty()));
                 self.written = seq;
                 self.written_offset = next_offset;
             }
