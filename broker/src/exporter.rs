@@ -100,6 +100,11 @@ const COUNTERS: &[(&str, &str)] = &[
         "Published messages dropped as duplicates.",
     ),
     (
+        "sluice_retention_failures_total",
+        "Retention checks that failed (archiving ids, a snapshot or deleting segments); each \
+         is retried a second later, and the log grows meanwhile.",
+    ),
+    (
         "sluice_connections_accepted_total",
         "Client connections accepted.",
     ),
