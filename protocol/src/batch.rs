@@ -82,13 +82,8 @@ pub enum BatchError {
 /// A validated record batch over shared bytes. Cloning is cheap (reference counted).
 #[derive(Clone)]
 pub struct RecordBatch {
-    /// The whole batch, header included, as it arrived, was built or was read.
+    /// The whole batch, header included, exactly as it travels and is stored.
     bytes: Bytes,
-    /// The header, when [`RecordBatch::stamp`] wrote it apart from `bytes` (whose own header
-    /// is then stale) because `bytes` was shared: a producer batch is a slice of its
-    /// connection's read buffer, which the batches read with it share, and writing the header
-    /// in place would have meant copying the whole batch.
-    header: Option<Bytes>,
     /// The first byte of every record (a message's flags) OR-ed together, when known: worked
     /// out by the full check and by the builder, which see every record anyway, while the
     /// batch is in the caches. Lets the broker skip walking a batch's records for ids or TTLs
@@ -99,7 +94,7 @@ pub struct RecordBatch {
 
 impl PartialEq for RecordBatch {
     fn eq(&self, other: &Self) -> bool {
-        self.head() == other.head() && self.bytes[HEADER_LEN..] == other.bytes[HEADER_LEN..]
+        self.bytes == other.bytes
     }
 }
 
@@ -172,7 +167,6 @@ impl RecordBatch {
         }
         Ok(Self {
             bytes,
-            header: None,
             record_flags: None,
         })
     }
@@ -211,37 +205,14 @@ impl RecordBatch {
             .is_none_or(|flags| flags & (message::FLAG_ID | message::FLAG_DEDUPE_KEY) != 0)
     }
 
-    /// The current header.
-    fn head(&self) -> &[u8] {
-        self.header.as_deref().unwrap_or(&self.bytes[..HEADER_LEN])
+    /// The batch bytes, header included.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
     }
 
-    /// The whole batch as one buffer, as it travels and is stored: the bytes themselves, or a
-    /// copy when [`RecordBatch::stamp`] wrote the header apart (see [`RecordBatch::parts`]).
-    pub fn to_bytes(&self) -> Bytes {
-        match &self.header {
-            None => self.bytes.clone(),
-            Some(header) => {
-                let mut whole = BytesMut::with_capacity(self.bytes.len());
-                whole.extend_from_slice(header);
-                whole.extend_from_slice(&self.bytes[HEADER_LEN..]);
-                whole.freeze()
-            }
-        }
-    }
-
-    /// The whole batch as two buffers to write one after the other, copying nothing: the
-    /// header and the records, or the whole batch and nothing.
-    pub fn parts(&self) -> [Bytes; 2] {
-        match &self.header {
-            None => [self.bytes.clone(), Bytes::new()],
-            Some(header) => [header.clone(), self.bytes.slice(HEADER_LEN..)],
-        }
-    }
-
-    /// The records area: every record, each a 4-byte length and its bytes, after the header.
-    pub fn records_bytes(&self) -> Bytes {
-        self.bytes.slice(HEADER_LEN..)
+    /// Gives up the batch bytes.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
     }
 
     /// Total length in bytes.
@@ -256,37 +227,37 @@ impl RecordBatch {
 
     /// Offset of the first record.
     pub fn base_offset(&self) -> u64 {
-        u64_at(self.head(), BASE_OFFSET)
+        u64_at(&self.bytes, BASE_OFFSET)
     }
 
     /// Position of this batch in its partition's log.
     pub fn entry_index(&self) -> u64 {
-        u64_at(self.head(), ENTRY_INDEX)
+        u64_at(&self.bytes, ENTRY_INDEX)
     }
 
     /// Generation (Raft term) that appended the batch.
     pub fn term(&self) -> u64 {
-        u64_at(self.head(), TERM)
+        u64_at(&self.bytes, TERM)
     }
 
     /// Append time of the batch, ms since the Unix epoch.
     pub fn first_timestamp(&self) -> i64 {
-        u64_at(self.head(), FIRST_TIMESTAMP) as i64
+        u64_at(&self.bytes, FIRST_TIMESTAMP) as i64
     }
 
     /// Latest timestamp in the batch, ms since the Unix epoch.
     pub fn max_timestamp(&self) -> i64 {
-        u64_at(self.head(), MAX_TIMESTAMP) as i64
+        u64_at(&self.bytes, MAX_TIMESTAMP) as i64
     }
 
     /// Number of records in the batch.
     pub fn record_count(&self) -> u32 {
-        u32_at(self.head(), RECORD_COUNT)
+        u32_at(&self.bytes, RECORD_COUNT)
     }
 
     /// Whether the records are commands rather than messages.
     pub fn is_control(&self) -> bool {
-        self.head()[ATTRIBUTES] & ATTR_CONTROL != 0
+        self.bytes[ATTRIBUTES] & ATTR_CONTROL != 0
     }
 
     /// How many offsets the batch occupies: its record count for messages, 0 for commands.
@@ -305,58 +276,37 @@ impl RecordBatch {
 
     /// Producer session id; 0 when the producer opened none.
     pub fn producer_id(&self) -> u64 {
-        u64_at(self.head(), PRODUCER_ID)
+        u64_at(&self.bytes, PRODUCER_ID)
     }
 
     /// Producer session epoch.
     pub fn producer_epoch(&self) -> u16 {
-        u16::from_le_bytes([self.head()[PRODUCER_EPOCH], self.head()[PRODUCER_EPOCH + 1]])
+        u16::from_le_bytes([self.bytes[PRODUCER_EPOCH], self.bytes[PRODUCER_EPOCH + 1]])
     }
 
     /// Producer sequence number of the first record.
     pub fn base_sequence(&self) -> u32 {
-        u32_at(self.head(), BASE_SEQUENCE)
+        u32_at(&self.bytes, BASE_SEQUENCE)
     }
 
-    /// Writes the leader-owned fields. The CRC does not cover them, so the records are neither
-    /// copied nor re-hashed: the header is written in place when the bytes are this batch's
-    /// alone, and into a 72-byte header of its own when they are shared.
+    /// Writes the leader-owned fields in place. The CRC does not cover them, so the payload is
+    /// neither copied nor re-hashed when the bytes are uniquely owned.
+    ///
+    /// A batch cut from a larger shared buffer (a producer batch is a slice of its
+    /// connection's read buffer) is copied into bytes of its own here, and that copy is
+    /// wanted: the stamped batch is what the tail cache keeps, counted by its length, so a
+    /// slice would keep the whole read buffer alive uncounted (64 KiB behind a 300-byte batch).
     pub fn stamp(self, stamp: Stamp) -> Self {
-        let write = |head: &mut [u8]| {
-            head[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&stamp.base_offset.to_le_bytes());
-            head[ENTRY_INDEX..ENTRY_INDEX + 8].copy_from_slice(&stamp.entry_index.to_le_bytes());
-            head[TERM..TERM + 8].copy_from_slice(&stamp.term.to_le_bytes());
-            let ts = stamp.timestamp.to_le_bytes();
-            head[FIRST_TIMESTAMP..FIRST_TIMESTAMP + 8].copy_from_slice(&ts);
-            head[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&ts);
-        };
-        let Self {
-            bytes,
-            header,
-            record_flags,
-        } = self;
-        let (bytes, mut header) = match header {
-            Some(header) => (bytes, BytesMut::from(&header[..])),
-            None => match bytes.try_into_mut() {
-                Ok(mut owned) => {
-                    write(&mut owned[..HEADER_LEN]);
-                    return Self {
-                        bytes: owned.freeze(),
-                        header: None,
-                        record_flags,
-                    };
-                }
-                Err(shared) => {
-                    let header = BytesMut::from(&shared[..HEADER_LEN]);
-                    (shared, header)
-                }
-            },
-        };
-        write(&mut header);
+        let mut bytes = BytesMut::from(self.bytes);
+        bytes[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&stamp.base_offset.to_le_bytes());
+        bytes[ENTRY_INDEX..ENTRY_INDEX + 8].copy_from_slice(&stamp.entry_index.to_le_bytes());
+        bytes[TERM..TERM + 8].copy_from_slice(&stamp.term.to_le_bytes());
+        let ts = stamp.timestamp.to_le_bytes();
+        bytes[FIRST_TIMESTAMP..FIRST_TIMESTAMP + 8].copy_from_slice(&ts);
+        bytes[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&ts);
         Self {
-            bytes,
-            header: Some(header.freeze()),
-            record_flags,
+            bytes: bytes.freeze(),
+            record_flags: self.record_flags,
         }
     }
 
@@ -540,7 +490,6 @@ impl BatchBuilder {
         b[CRC..CRC + 4].copy_from_slice(&crc.to_le_bytes());
         Ok(RecordBatch {
             bytes: self.buf.freeze(),
-            header: None,
             record_flags: Some(self.record_flags),
         })
     }
@@ -569,7 +518,7 @@ mod tests {
             (odd.producer_id(), odd.producer_epoch(), odd.base_sequence()),
             (7, 2, 40)
         );
-        RecordBatch::from_bytes(odd.to_bytes()).unwrap();
+        RecordBatch::from_bytes(odd.into_bytes()).unwrap();
         assert!(batch.subset(|_| false).is_none());
     }
 
@@ -605,7 +554,7 @@ mod tests {
         ];
         for (messages, ttls, ids) in cases {
             let built = build(&messages);
-            let checked = RecordBatch::from_bytes(built.to_bytes()).unwrap();
+            let checked = RecordBatch::from_bytes(built.as_bytes().clone()).unwrap();
             let stamped = checked.clone().stamp(Stamp {
                 base_offset: 3,
                 entry_index: 1,
@@ -617,7 +566,7 @@ mod tests {
                 assert_eq!(batch.may_have_dedupe_keys(), ids, "{messages:?}");
             }
             // Read back from a log: not known, so every batch may have them.
-            let read = RecordBatch::from_bytes_crc_only(built.to_bytes()).unwrap();
+            let read = RecordBatch::from_bytes_crc_only(built.as_bytes().clone()).unwrap();
             assert!(read.may_have_ttls() && read.may_have_dedupe_keys());
             assert_eq!(read, built, "equality is by bytes");
         }
@@ -629,65 +578,9 @@ mod tests {
     }
 
     #[test]
-    fn stamping_a_shared_batch_writes_its_header_apart_and_copies_no_record() {
-        let stamp = |base| Stamp {
-            base_offset: base,
-            entry_index: 4,
-            term: 2,
-            timestamp: 77,
-        };
-        // A batch that is a slice of a larger buffer another batch also holds, as producer
-        // batches of one read are.
-        let mut shared = BytesMut::new();
-        shared.extend_from_slice(&two_records().to_bytes());
-        shared.extend_from_slice(&two_records().to_bytes());
-        let shared = shared.freeze();
-        let len = two_records().len();
-        let first = RecordBatch::from_bytes(shared.slice(..len)).unwrap();
-        let second = RecordBatch::from_bytes(shared.slice(len..)).unwrap();
-        let records_at = first.records_bytes().as_ptr();
-
-        let stamped = first.stamp(stamp(10));
-        assert_eq!(stamped.base_offset(), 10);
-        assert_eq!((stamped.entry_index(), stamped.term()), (4, 2));
-        assert_eq!(
-            (stamped.first_timestamp(), stamped.max_timestamp()),
-            (77, 77)
-        );
-        assert_eq!(
-            stamped.records_bytes().as_ptr(),
-            records_at,
-            "records not copied"
-        );
-        assert_eq!(second.base_offset(), 0, "the other batch is untouched");
-        assert_eq!(
-            &shared[..len],
-            &two_records().to_bytes()[..],
-            "so is the buffer"
-        );
-
-        // The same bytes as stamping a batch of its own in place.
-        let alone = two_records().stamp(stamp(10));
-        assert!(
-            alone.header.is_none(),
-            "a batch of its own is stamped in place"
-        );
-        assert_eq!(stamped.to_bytes(), alone.to_bytes());
-        assert_eq!(stamped, alone);
-        let [head, rest] = stamped.parts();
-        assert_eq!([head, rest].concat(), alone.to_bytes().to_vec());
-        let read_back = RecordBatch::from_bytes(stamped.to_bytes()).unwrap();
-        assert_eq!(read_back.base_offset(), 10);
-        // Stamped again (as on a new leader), the separate header is rewritten.
-        let again = stamped.stamp(stamp(20));
-        assert_eq!(again.base_offset(), 20);
-        assert_eq!(again.records_bytes().as_ptr(), records_at);
-    }
-
-    #[test]
     fn built_batch_round_trips_through_validation() {
         let batch = two_records();
-        let again = RecordBatch::from_bytes(batch.to_bytes()).unwrap();
+        let again = RecordBatch::from_bytes(batch.as_bytes().clone()).unwrap();
         assert_eq!(again.record_count(), 2);
         let records: Vec<Bytes> = again.raw_records().collect();
         assert_eq!(records, vec![Bytes::from("hello"), Bytes::from("world!")]);
@@ -705,7 +598,7 @@ mod tests {
             term: 3,
             timestamp: 1_700_000_000_000,
         });
-        let again = RecordBatch::from_bytes(stamped.to_bytes()).unwrap();
+        let again = RecordBatch::from_bytes(stamped.into_bytes()).unwrap();
         assert_eq!(again.base_offset(), 41);
         assert_eq!(again.next_offset(), 43);
         assert_eq!(again.entry_index(), 7);
@@ -714,8 +607,31 @@ mod tests {
     }
 
     #[test]
+    fn a_stamped_batch_cut_from_a_shared_buffer_holds_only_its_own_bytes() {
+        let one = two_records().into_bytes();
+        let mut shared = BytesMut::new();
+        shared.extend_from_slice(&one);
+        shared.extend_from_slice(&one);
+        let shared = shared.freeze();
+        let first = RecordBatch::from_bytes(shared.slice(..one.len())).unwrap();
+        let second = RecordBatch::from_bytes(shared.slice(one.len()..)).unwrap();
+        let stamped = first.stamp(Stamp {
+            base_offset: 5,
+            entry_index: 1,
+            term: 1,
+            timestamp: 9,
+        });
+        assert!(
+            stamped.as_bytes().is_unique(),
+            "not a slice of the shared buffer"
+        );
+        assert_eq!(stamped.len(), one.len());
+        assert_eq!(second.base_offset(), 0, "the other batch is untouched");
+    }
+
+    #[test]
     fn every_truncated_prefix_is_rejected() {
-        let bytes = two_records().to_bytes();
+        let bytes = two_records().into_bytes();
         for cut in 0..bytes.len() {
             assert!(
                 RecordBatch::from_bytes(bytes.slice(..cut)).is_err(),
@@ -726,7 +642,7 @@ mod tests {
 
     #[test]
     fn any_flipped_bit_in_the_covered_area_fails_the_crc() {
-        let bytes = two_records().to_bytes();
+        let bytes = two_records().into_bytes();
         for at in CRC_START..bytes.len() {
             let mut copy = bytes.to_vec();
             copy[at] ^= 0x10;
@@ -765,7 +681,7 @@ mod tests {
                 term: 7,
                 timestamp: 8,
             })
-            .to_bytes();
+            .into_bytes();
         assert_eq!(bytes.len(), HEADER_LEN + 5);
         assert_eq!(&bytes[0..8], &5u64.to_le_bytes());
         assert_eq!(&bytes[8..16], &6u64.to_le_bytes());

@@ -362,7 +362,10 @@ impl Request {
             Self::Purge(r) => (to_msgpack(r), empty),
             Self::CreateSubscription(r) => (to_msgpack(r), empty),
             Self::DeleteSubscription(r) => (to_msgpack(r), empty),
-            Self::Publish(p) => (publish_head(&p.channel, p.partition), p.batch.to_bytes()),
+            Self::Publish(p) => (
+                publish_head(&p.channel, p.partition),
+                p.batch.as_bytes().clone(),
+            ),
             Self::Subscribe(r) => (to_msgpack(r), empty),
             Self::Detach(r) => (to_msgpack(r), empty),
             Self::Credit(r) => (to_msgpack(r), empty),

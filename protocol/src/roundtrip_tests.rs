@@ -189,7 +189,7 @@ fn publish_head_layout_is_pinned() {
     });
     let (head, tail) = request.encode_body();
     assert_eq!(&head[..], &[2, 0, b'a', b'b', 3, 0, 0, 0]);
-    assert_eq!(tail, batch().to_bytes());
+    assert_eq!(tail, *batch().as_bytes());
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 
 use bytes::Buf;
+use sluice_protocol::batch::HEADER_LEN;
 use sluice_protocol::{Delivery, RecordBatch};
 
 /// Committed message batches, oldest first, bounded in bytes.
@@ -139,16 +140,16 @@ pub fn slice(
 ) -> Delivery {
     let from = from.max(batch.base_offset());
     let to = to.min(batch.next_offset());
-    let bytes = batch.records_bytes();
+    let bytes = batch.as_bytes();
     // Finding a record means walking the lengths of those before it, one dependent load each
     // and a cache miss each once the batch has left the caches: most of this function's time
     // in the broker's profile. A slice that starts or ends with its batch needs no walk there,
     // as a stored batch holds nothing after its last record.
-    let start = record_position(&bytes, from - batch.base_offset());
+    let start = record_position(bytes, from - batch.base_offset());
     let end = if to == batch.next_offset() {
         bytes.len()
     } else {
-        record_position_from(&bytes, start, to - from)
+        record_position_from(bytes, start, to - from)
     };
     Delivery {
         consumer_id,
@@ -161,9 +162,9 @@ pub fn slice(
     }
 }
 
-/// Byte position of record number `n` in a batch's records area.
-fn record_position(records: &[u8], n: u64) -> usize {
-    record_position_from(records, 0, n)
+/// Byte position of record number `n` in a batch.
+fn record_position(bytes: &[u8], n: u64) -> usize {
+    record_position_from(bytes, HEADER_LEN, n)
 }
 
 /// Byte position `n` records after the record at `pos`. The batch was validated on the way in,

@@ -96,7 +96,7 @@ impl Log {
         };
         let cmd = Cmd::Write {
             seq: self.seq,
-            parts: batch.parts(),
+            bytes: batch.as_bytes().clone(),
             next_offset: appended.next_offset,
         };
         self.queued.push_back(Queued {

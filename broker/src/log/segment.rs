@@ -229,7 +229,7 @@ mod tests {
         let path = dir.path().join("x.log");
         let mut file = File::create(&path).unwrap();
         for i in 0..50 {
-            file.write_all(&batch(i, i, &[i as u8; 37]).to_bytes())
+            file.write_all(batch(i, i, &[i as u8; 37]).as_bytes())
                 .unwrap();
         }
         let file = File::open(&path).unwrap();
@@ -249,8 +249,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.log");
         let one = batch(0, 0, b"hello");
-        let mut bytes = one.to_bytes().to_vec();
-        bytes.extend_from_slice(&one.to_bytes()[..one.len() - 1]);
+        let mut bytes = one.as_bytes().to_vec();
+        bytes.extend_from_slice(&one.as_bytes()[..one.len() - 1]);
         std::fs::write(&path, &bytes).unwrap();
         let file = File::open(&path).unwrap();
         let mut scanner = Scanner::new(&file, &path, 0, bytes.len() as u64, 4096);

@@ -63,11 +63,10 @@ pub(crate) struct Target {
 
 /// A request to the writer thread, handled in order.
 pub(crate) enum Cmd {
-    /// Append one batch at the end of the current segment, given as the buffers to write one
-    /// after the other ([`sluice_protocol::RecordBatch::parts`]).
+    /// Append one batch at the end of the current segment.
     Write {
         seq: u64,
-        parts: [Bytes; 2],
+        bytes: Bytes,
         next_offset: u64,
     },
     /// Seal the current segment (sync it, write its index) and continue in `next`.
@@ -283,11 +282,10 @@ impl Writer {
         match cmd {
             Cmd::Write {
                 seq,
-                parts,
+                bytes,
                 next_offset,
             } => {
-                self.group
-                    .extend(parts.into_iter().filter(|part| !part.is_empty()));
+                self.group.push(bytes);
                 self.written = seq;
                 self.written_offset = next_offset;
             }
