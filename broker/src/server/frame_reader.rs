@@ -103,16 +103,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Makes room for one large read, or for the rest of the frame being received when it is
     /// larger (never beyond the frame limit: the decoder refuses longer frames on its own).
     ///
-    /// When the buffer is out of room, the bytes not yet handed out (part of one frame at most)
-    /// move to a fresh buffer. `BytesMut::reserve` would do the same while frames cut from the
-    /// buffer are alive, but once they are all gone it grew the old allocation in place with
-    /// `realloc`, copying everything ever read into it, handed-out frames included, and kept
-    /// it at its largest: a memcpy of up to megabytes on the connection task, led by the
-    /// broker's profile under `sluice-bench`.
+    /// Once every frame cut from the buffer is gone, its allocation is reused (the bytes not
+    /// yet handed out, part of one frame at most, move to its front) if it is large enough;
+    /// otherwise they move to a fresh buffer. `BytesMut::reserve` grew a too-small allocation
+    /// in place with `realloc` instead, copying everything ever read into it, handed-out
+    /// frames included, and kept it at its largest: a memcpy of up to megabytes on the
+    /// connection task, led by the broker's profile under `sluice-bench`.
     fn reserve(&mut self) {
         let frame_len = self.pending_frame_len().min(self.max_frame);
         let wanted = frame_len.saturating_sub(self.buffer.len()).max(READ_CHUNK);
-        if self.buffer.capacity() - self.buffer.len() >= wanted {
+        let room = self.buffer.capacity() - self.buffer.len();
+        if room >= wanted || self.buffer.try_reclaim(wanted) {
             return;
         }
         let mut fresh = BytesMut::with_capacity(self.buffer.len() + wanted);
