@@ -659,5 +659,14 @@ async fn consume_no_ack_shows_as_many_as_its_count() {
         .ok("consume dead --count 300 --no-ack --timeout 10s")
         .await;
     assert_eq!(shown, lines);
+    // Without a count it shows its default window and exits, rather than wait for credit that
+    // held messages never give back; past the most it can hold, it refuses.
+    let shown = broker.ok("consume dead --no-ack").await;
+    assert_eq!(shown.lines().count(), 256, "{shown}");
+    let refused = broker
+        .ctl("consume dead --no-ack --count 10001")
+        .await
+        .failed();
+    assert!(refused.contains("at most 10000"), "{refused}");
     broker.stop().await;
 }

@@ -39,8 +39,8 @@ pub struct ConsumeArgs {
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
     /// Do not acknowledge: the messages return to the subscription when this consumer detaches.
-    /// Shows at most `--count` messages (default 256, at most 10000), as each stays held until
-    /// then.
+    /// Shows `--count` messages (default 256, at most 10000) and exits, as each stays held
+    /// until then.
     #[arg(long, conflicts_with_all = ["nack", "reject", "reject_invalid"])]
     no_ack: bool,
     /// Return each message to the subscription for redelivery instead of acknowledging it.
@@ -64,21 +64,29 @@ pub struct ConsumeArgs {
 const DEFAULT_REASON: &str = "rejected by sluicectl";
 
 pub async fn run(client: &Client, out: &Out, args: ConsumeArgs) -> anyhow::Result<()> {
-    if args.count == Some(0) {
+    // Held messages use up credit; with --no-ack nothing is ever given back, so the window
+    // must cover every message to be shown, and the run ends there rather than wait for
+    // credit that cannot come.
+    let count = match (args.no_ack, args.count) {
+        (true, Some(n)) if n > u64::from(NO_ACK_MAX) => {
+            anyhow::bail!(
+                "--no-ack shows at most {NO_ACK_MAX} messages (each stays held); got --count {n}"
+            )
+        }
+        (true, count) => Some(count.unwrap_or(u64::from(DEFAULT_PREFETCH))),
+        (false, count) => count,
+    };
+    if count == Some(0) {
         return Ok(());
     }
-    // Held messages use up credit; with --no-ack nothing is ever given back, so the window
-    // must cover every message to be shown.
     let cap = if args.no_ack {
         NO_ACK_MAX
     } else {
         DEFAULT_PREFETCH
     };
-    let prefetch = args
-        .count
-        .map_or(DEFAULT_PREFETCH, |c| c.min(u64::from(cap)) as u32);
+    let prefetch = count.map_or(DEFAULT_PREFETCH, |c| c.min(u64::from(cap)) as u32);
     let mut builder = client.consumer(args.channel.clone()).prefetch(prefetch);
-    if let Some(count) = args.count {
+    if let Some(count) = count {
         builder = builder.limit(count);
     }
     if let Some(name) = &args.subscription {
@@ -86,7 +94,7 @@ pub async fn run(client: &Client, out: &Out, args: ConsumeArgs) -> anyhow::Resul
     }
     let mut consumer = builder.subscribe().await?;
     let mut handled = 0u64;
-    while args.count.is_none_or(|c| handled < c) {
+    while count.is_none_or(|c| handled < c) {
         let next = match args.timeout {
             Some(t) => match tokio::time::timeout(t, consumer.next()).await {
                 Ok(next) => next,
