@@ -179,7 +179,12 @@ impl Partition {
         now: i64,
         original: &dyn Fn(u32) -> u32,
     ) -> (Option<RecordBatch>, Option<Vec<u32>>, Vec<DuplicateRun>) {
-        if self.ids.window_is_off() || !batch.may_have_dedupe_keys() {
+        if self.ids.window_is_off() {
+            return (Some(batch), None, Vec::new());
+        }
+        if !batch.may_have_dedupe_keys() {
+            // Nothing to check, but ids stored earlier still leave the window on time.
+            self.ids.expire(now);
             return (Some(batch), None, Vec::new());
         }
         // All of the batch's ids are hashed and their index lines asked for before any is
