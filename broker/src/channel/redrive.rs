@@ -92,6 +92,10 @@ pub async fn redrive(
             left = left.saturating_sub(done_now);
         }
         if !skipped.is_empty() {
+            // A skipped message that returned on its own (the redrive outlasted its lease) may
+            // have been taken and skipped again.
+            skipped.sort_unstable();
+            skipped.dedup();
             failed += skipped.len() as u64;
             p.call(|done| PartitionRequest::FinishRedrive {
                 settled: Vec::new(),

@@ -261,12 +261,20 @@ impl Partition {
 
     /// Settles redriven offsets and returns the ones that could not be published, waiting again
     /// at once: nothing retries them on its own, the next redrive or a consumer takes them.
+    ///
+    /// A redrive that outlasted [`REDRIVE_LEASE`] no longer holds what it took: those
+    /// messages already returned on their own, and a consumer may hold them now. Of the failed
+    /// ones, only those the redrive still holds are returned, so such a consumer keeps its
+    /// delivery. The redriven ones are settled whoever holds them: their copies are stored.
     pub(super) fn finish_redrive(&mut self, settled: Vec<u64>, failed: Vec<u64>, done: Done) {
         let name = self.config.channel.to_string();
-        if let Some(sub) = self.subs.get_mut(&name) {
-            let all: Vec<u64> = settled.iter().chain(&failed).copied().collect();
-            sub.cursor.take_held(REDRIVE_KEY, &all);
-        }
+        let failed = match self.subs.get_mut(&name) {
+            Some(sub) => {
+                sub.cursor.take_held(REDRIVE_KEY, &settled);
+                sub.cursor.take_held(REDRIVE_KEY, &failed)
+            }
+            None => Vec::new(),
+        };
         if !failed.is_empty() {
             self.return_offsets(name.clone(), failed, Duration::ZERO, Done::Nothing);
         }
