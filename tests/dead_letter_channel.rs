@@ -331,3 +331,48 @@ async fn a_channel_created_again_under_its_name_dead_letters_anew() {
     assert_eq!(text(&next(&mut dlq).await), "second");
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_of_one_key_go_to_the_partition_their_key_picks() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let client = Client::connect(broker.addr.clone()).await.unwrap();
+    let four = ChannelSettings {
+        partitions: Some(4),
+        ..ChannelSettings::default()
+    };
+    client
+        .create_channel("orders", ChannelKind::Queue, ChannelSettings::default())
+        .await
+        .unwrap();
+    client
+        .create_channel("orders.dlq", ChannelKind::Queue, four)
+        .await
+        .unwrap();
+    let producer = client.producer("orders").build().await.unwrap();
+    let key = "customer-7";
+    for i in 0..6u8 {
+        // Ids that alone would spread the copies over the four partitions.
+        let message = Message::new(format!("m{i}")).key(key).id([i; 16]);
+        producer.send(message).await.unwrap();
+    }
+    let mut consumer = client.consumer("orders").subscribe().await.unwrap();
+    for _ in 0..6 {
+        next(&mut consumer).await.reject("bad").await.unwrap();
+    }
+    let home = sluice_protocol::types::partition_for_key(key.as_bytes(), 4) as usize;
+    common::eventually("all six dead letters in the key's partition", || async {
+        let d = client.describe_channel("orders.dlq").await.unwrap();
+        let counts: Vec<u64> = d.partitions.iter().map(|p| p.next_offset).collect();
+        counts[home] == 6 && counts.iter().sum::<u64>() == 6
+    })
+    .await;
+    // And in the order they were published.
+    let mut dlq = client.consumer("orders.dlq").subscribe().await.unwrap();
+    for i in 0..6 {
+        let dead = next(&mut dlq).await;
+        assert_eq!(text(&dead), format!("m{i}"));
+        dead.ack().await.unwrap();
+    }
+    broker.stop().await;
+}

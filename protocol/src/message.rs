@@ -71,6 +71,16 @@ impl NewMessage {
         }
     }
 
+    /// What picks the message's partition, the same in every client and the broker: its key,
+    /// so one key's messages keep their order; without one, what the broker deduplicates it on
+    /// (its dedupe key, else its id), so duplicates meet their original; `None` means any.
+    pub fn partition_key(&self) -> Option<&[u8]> {
+        self.key
+            .as_deref()
+            .or(self.dedupe_key.as_ref().map(|k| &k[..]))
+            .or(self.id.as_ref().map(|id| &id[..]))
+    }
+
     /// Bytes the record body will take.
     pub fn encoded_len(&self) -> usize {
         let headers: usize = self
@@ -317,6 +327,18 @@ pub fn derived_id(partition: u32, offset: u64) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_partition_key_is_the_key_else_the_dedupe_key_else_the_id() {
+        let mut m = NewMessage::new("p");
+        assert_eq!(m.partition_key(), None);
+        m.id = Some([1; 16]);
+        assert_eq!(m.partition_key(), Some(&[1; 16][..]));
+        m.dedupe_key = Some([2; 16]);
+        assert_eq!(m.partition_key(), Some(&[2; 16][..]));
+        m.key = Some(Bytes::from("k"));
+        assert_eq!(m.partition_key(), Some(&b"k"[..]));
+    }
 
     fn full() -> NewMessage {
         NewMessage {

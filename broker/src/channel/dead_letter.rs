@@ -218,13 +218,11 @@ pub async fn publish(
         }
         other => other?,
     };
-    // By the dedupe key when there is one: a retried move must land where the first try did.
-    let key = message
-        .dedupe_key
-        .or(message.id)
-        .map(|id| id.to_vec())
-        .unwrap_or_default();
-    let partition = partition_for_key(&key, channel.spec.partitions);
+    // As a client would pick it: by the message's key, so a keyed message keeps its order in
+    // the target, else by its dedupe key (every copy has one), so a retried move lands where
+    // the first try did and is deduplicated there.
+    let key = message.partition_key().unwrap_or_default();
+    let partition = partition_for_key(key, channel.spec.partitions);
     let mut builder = BatchBuilder::messages();
     builder.push_with(|buf| {
         message

@@ -16,12 +16,9 @@ pub(crate) fn fixed_partition(message: &NewMessage, partitions: u32) -> Option<u
     if partitions == 1 {
         return Some(0);
     }
-    if let Some(key) = &message.key {
-        Some(partition_for_key(key, partitions))
-    } else {
-        let dedupe = message.dedupe_key.or(message.id);
-        dedupe.map(|id| partition_for_key(&id, partitions))
-    }
+    message
+        .partition_key()
+        .map(|key| partition_for_key(key, partitions))
 }
 
 /// Checks every length prefix before the message is written into a batch, so encoding it
