@@ -11,7 +11,10 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sluice_broker::channel::json;
 
-/// The old check, three passes.
+/// The old check's three passes, for their cost: the third stands in for its scan of the
+/// escapes (it finds the backslashes with memchr, as that scan did, but stops at any `\ud`
+/// rather than judge the pair). The payloads below hold no such escape, so on them it does
+/// the old scan's work exactly.
 fn serde_three_pass(text: &[u8]) -> bool {
     std::str::from_utf8(text).is_ok()
         && serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok()
@@ -29,8 +32,13 @@ fn payloads() -> Vec<(&'static str, Vec<u8>)> {
             .collect::<Vec<_>>()
             .join(",")
     );
+    let text = format!(
+        "{{\"title\":\"{}\",\"lang\":\"el\"}}",
+        "Καλημέρα κόσμε, ".repeat(12)
+    );
     vec![
         ("bench_100B", bench.into_bytes()),
+        ("greek_text", text.into_bytes()),
         ("order_350B", order.as_bytes().to_vec()),
         ("numbers", numbers.into_bytes()),
     ]

@@ -43,7 +43,7 @@ pub enum ErrorKind {
     ControlCharacter,
     /// A backslash not followed by one of `"\/bfnrt` or `u` and four hex digits.
     InvalidEscape,
-    /// A number that breaks the grammar (`01`, `1.`, `-`, `.5`, `1e`).
+    /// A number that breaks the grammar where a digit must follow (`[1.x]`, `[-x]`, `[1e]`).
     InvalidNumber,
     /// A word that is not `true`, `false` or `null`.
     InvalidLiteral,
@@ -234,8 +234,12 @@ impl Parser<'_> {
                 }
                 Some(b'\\') => self.escape()?,
                 Some(0x80..) => {
+                    // Text outside ASCII comes in runs (a word of Greek, a line of Chinese):
+                    // skip the run here rather than stop at each of its bytes. The UTF-8 check
+                    // at the end judges it.
                     self.non_ascii = true;
-                    self.at += 1;
+                    let rest = &self.text[self.at..];
+                    self.at += rest.iter().take_while(|&&b| b >= 0x80).count();
                 }
                 Some(_) => return Err(self.error(ErrorKind::ControlCharacter)),
                 None => return Err(self.error(ErrorKind::UnexpectedEnd)),
