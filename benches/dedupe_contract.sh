@@ -8,6 +8,7 @@
 # data directory, with `sluice-bench --batch 100 --duration 5s` (1 producer, 1 consumer, 16
 # batches in flight) from this tree for all of them. Prints each configuration's runs, median
 # and broker CPU per message, and the ratios to the two plain figures of the same rounds.
+# Needs a full clone (not a shallow one) for the baseline commit, and Linux (/proc, /dev/tcp).
 set -euo pipefail
 
 rounds=${1:-5}
@@ -33,7 +34,8 @@ current="$root/target/release/sluice"
 baseline="$root/target/baseline-$baseline_commit/release/sluice"
 bench="$root/target/release/sluice-bench"
 
-# One run: prints "<msgs/s> <broker ns of CPU per message>".
+# One run: leaves "<msgs/s> <broker ns of CPU per message>" in $result. Called directly, not
+# in $(...), so that broker_pid reaches cleanup and a failure stops the script.
 run() {
     local broker=$1
     shift
@@ -41,11 +43,21 @@ run() {
     "$broker" --data-dir "$work/data" --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 \
         >"$work/broker.log" 2>&1 &
     broker_pid=$!
+    local ready=
     for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+        if ! kill -0 "$broker_pid" 2>/dev/null; then break; fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then ready=1; break; fi
         sleep 0.1
     done
-    "$bench" --broker "127.0.0.1:$port" --batch 100 --duration 5s "$@" >"$work/bench.txt" 2>&1
+    if [ -z "$ready" ]; then
+        echo "broker $broker did not start on port $port:" >&2
+        cat "$work/broker.log" >&2
+        exit 1
+    fi
+    if ! "$bench" --broker "127.0.0.1:$port" --batch 100 --duration 5s "$@" >"$work/bench.txt" 2>&1; then
+        cat "$work/bench.txt" "$work/broker.log" >&2
+        exit 1
+    fi
     local ticks
     ticks=$(awk '{print $14 + $15}' "/proc/$broker_pid/stat")
     kill "$broker_pid"
@@ -54,7 +66,7 @@ run() {
     local published rate
     published=$(awk '/^published/ {gsub(",", "", $2); print $2}' "$work/bench.txt")
     rate=$(awk '/^published/ {gsub(",", "", $7); print $7}' "$work/bench.txt")
-    echo "$rate $((ticks * 1000000000 / $(getconf CLK_TCK) / published))"
+    result="$rate $((ticks * 1000000000 / $(getconf CLK_TCK) / published))"
 }
 
 configs=("plain, queues-and-topics broker ($baseline_commit)|$baseline|"
@@ -67,7 +79,7 @@ for round in $(seq "$rounds"); do
     for i in "${!configs[@]}"; do
         IFS='|' read -r label broker args <<<"${configs[$i]}"
         # shellcheck disable=SC2086 # the flags are meant to split
-        result=$(run "$broker" $args)
+        run "$broker" $args
         echo "round $round: $label: $result msgs/s, ns/msg" >&2
         echo "$i $round $result" >>"$work/results"
     done
