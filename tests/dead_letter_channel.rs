@@ -352,7 +352,7 @@ async fn dead_letters_of_one_key_go_to_the_partition_their_key_picks() {
     let producer = client.producer("orders").build().await.unwrap();
     let key = "customer-7";
     for i in 0..6u8 {
-        // Ids that alone would spread the copies over the four partitions.
+        // Ids that alone would spread the copies over three of the four partitions.
         let message = Message::new(format!("m{i}")).key(key).id([i; 16]);
         producer.send(message).await.unwrap();
     }

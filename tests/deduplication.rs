@@ -159,6 +159,8 @@ async fn a_dedupe_key_stands_for_the_id_and_finds_its_partition() {
     // The first message's id was not what it was deduplicated on: that id is still new.
     let same_id = send(Message::new("other").id([1; 16])).await;
     assert!(matches!(same_id, Outcome::Stored { .. }), "{same_id:?}");
+    // Only telling if it went where the first is (ids [1; 16] and key [9; 16] share one).
+    assert_eq!(same_id.partition(), first.partition());
     let d = client.describe_channel("keyed").await.unwrap();
     assert_eq!(d.partitions.iter().map(|p| p.next_offset).sum::<u64>(), 2);
     // The consumer gets the message with its own id.

@@ -4,7 +4,7 @@
 mod server_support;
 
 use bytes::{BufMut, BytesMut};
-use server_support::{header_claiming, RawClient, TestBroker};
+use server_support::{header_claiming, within, RawClient, TestBroker};
 use sluice_protocol::frame::FLAG_RESPONSE;
 use sluice_protocol::{opcode, ErrorCode, Frame, Request};
 
@@ -154,11 +154,7 @@ async fn a_record_that_does_not_decode_is_stored_in_the_invalid_channel() {
     assert_eq!(ack.invalid[0].routed_to.as_deref(), Some("bad"));
 
     let mut bad = client.consumer("bad").subscribe().await.unwrap();
-    let copy = tokio::time::timeout(std::time::Duration::from_secs(20), bad.next())
-        .await
-        .expect("the copy in time")
-        .unwrap()
-        .unwrap();
+    let copy = within(bad.next()).await.unwrap().unwrap();
     assert_eq!(copy.payload(), garbage);
     broker.stop().await;
 }

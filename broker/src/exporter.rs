@@ -100,6 +100,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Published messages dropped as duplicates.",
     ),
     (
+        "sluice_messages_purged_total",
+        "Unacked messages a subscription lost to purge or to retention.",
+    ),
+    (
         "sluice_retention_failures_total",
         "Retention checks that failed (archiving ids, a snapshot or deleting segments); each \
          is retried a second later, and the log grows meanwhile.",
