@@ -190,16 +190,19 @@ pub struct Overrides {
     pub metrics_listen: Option<SocketAddr>,
 }
 
-/// Whether `filter` is a level or comma-separated `target=level` directives. tracing's own
-/// parser takes any word as a target name, so `warning` or `verbose` would silence the broker
-/// instead of being refused.
+/// Whether `filter` is a level or comma-separated `target=level` directives (empty ones, as
+/// after a trailing comma, are ignored). tracing's own parser takes any word as a target name,
+/// so `warning` or `verbose` would silence the broker instead of being refused; a bare target
+/// (every level of it) is refused for the same reason, `target=trace` says the same.
 fn is_log_filter(filter: &str) -> bool {
     const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
     let known = |level: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level.trim()));
-    !filter.trim().is_empty()
-        && filter
-            .split(',')
-            .all(|d| known(d.rsplit_once('=').map_or(d, |(_, level)| level)))
+    let mut directives = filter
+        .split(',')
+        .filter(|d| !d.trim().is_empty())
+        .peekable();
+    directives.peek().is_some()
+        && directives.all(|d| known(d.rsplit_once('=').map_or(d, |(_, level)| level)))
         && tracing_subscriber::EnvFilter::try_new(filter).is_ok()
 }
 
@@ -442,12 +445,13 @@ mod tests {
             ("log_level = \"verbose\"\n", "log_level"),
             ("log_level = \"warning\"\n", "log_level"),
             ("log_level = \"debug=[[[\"\n", "log_level"),
+            ("log_level = \" , \"\n", "log_level"),
         ] {
             let file = file_with(toml);
             let err = BrokerConfig::load(Some(file.path()), &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains(key), "{toml}: {err}");
         }
-        for level in ["warn", "DEBUG", "sluice_broker=debug,info", "off"] {
+        for level in ["warn", "DEBUG", "sluice_broker=debug,info", "off", "info,"] {
             let file = file_with(&format!("log_level = \"{level}\"\n"));
             BrokerConfig::load(Some(file.path()), &Overrides::default()).unwrap();
         }
