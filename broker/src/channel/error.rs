@@ -160,3 +160,50 @@ impl ChannelError {
         ErrorBody::new(self.code(), self.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_codes_of_failures_and_of_errors_met_elsewhere() {
+        let moving = ChannelError::Moving {
+            target: "orders.dlq".into(),
+            code: ErrorCode::MessageTooLarge,
+            message: "too big".into(),
+        };
+        let incomplete = |cause| ChannelError::RedriveIncomplete {
+            redriven: 3,
+            failed: 1,
+            cause: Box::new(cause),
+        };
+        let cases = [
+            (
+                ChannelError::PartitionFailed("disk".into()),
+                ErrorCode::Storage,
+            ),
+            (
+                ChannelError::Internal("panicked".into()),
+                ErrorCode::Internal,
+            ),
+            // An error met in another channel keeps its code, even wrapped twice.
+            (moving, ErrorCode::MessageTooLarge),
+            (
+                incomplete(ChannelError::UnknownChannel("gone".into())),
+                ErrorCode::UnknownChannel,
+            ),
+            (
+                incomplete(ChannelError::Moving {
+                    target: "t".into(),
+                    code: ErrorCode::InvalidMessage,
+                    message: "not json".into(),
+                }),
+                ErrorCode::InvalidMessage,
+            ),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.code(), code, "{error}");
+            assert_eq!(error.to_wire().code, code);
+        }
+    }
+}

@@ -476,3 +476,29 @@ fn joined<T>(
 ) -> Result<T, ChannelError> {
     outcome.map_err(|e| ChannelError::Internal(format!("{what}: {e}")))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn blocking_work_that_panics_is_an_internal_error_and_its_own_errors_pass() {
+        let panicked = blocking("snapshot", || -> Result<(), ChannelError> {
+            panic!("disk on fire")
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(panicked.code(), sluice_protocol::ErrorCode::Internal);
+        assert!(panicked.to_string().contains("snapshot"), "{panicked}");
+        let failed = blocking("id archive", || -> Result<(), ChannelError> {
+            Err(ChannelError::PartitionFailed("full".into()))
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(failed, ChannelError::PartitionFailed(_)),
+            "{failed}"
+        );
+        assert_eq!(blocking("x", || Ok(7)).await.unwrap(), 7);
+    }
+}
