@@ -15,13 +15,13 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// A message is larger than the broker takes in one request on this connection; it was not
-    /// sent.
+    /// A message is larger than any batch the broker takes (the smaller of its batch limit and
+    /// its frame limit less room for the request, as told at the handshake); it was not sent.
     #[error("message of {size} bytes exceeds the broker's limit of {max} bytes per message")]
     MessageTooLarge {
         /// The message's encoded size, as a batch of one.
         size: usize,
-        /// The largest batch of one the broker's frame limit allows.
+        /// The largest batch of one the broker takes.
         max: usize,
     },
     /// The broker answered with an error frame.

@@ -216,11 +216,14 @@ impl ProducerBuilder {
         let partitions = u32::try_from(meta.partitions.len())
             .unwrap_or(u32::MAX)
             .max(1);
-        // The broker's batch limit, and room for the publish request around the batch.
-        let frame_limit = self.client.broker_max_frame().await?.saturating_sub(1024);
-        let batch_limit = match self.client.broker_max_batch().await? {
-            Some(max_batch) => max_batch.min(frame_limit),
-            None => frame_limit,
+        // The broker's batch limit (0 from a broker that does not tell it), and its frame
+        // limit less room for the publish request around the batch.
+        let connection = self.client.connection().await?;
+        let info = connection.info();
+        let frame_limit = (info.max_frame as usize).saturating_sub(1024);
+        let batch_limit = match info.max_batch {
+            0 => frame_limit,
+            max_batch => (max_batch as usize).min(frame_limit),
         };
         self.options.max_batch_bytes = self.options.max_batch_bytes.min(batch_limit).max(1);
         let session = match self.idempotent {

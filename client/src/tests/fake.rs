@@ -43,7 +43,14 @@ pub struct State {
     pub sequences: HashMap<(u64, u32, u32), u64>,
     /// Where messages with the payload `bad` go; `None`: they are refused.
     pub invalid_channel: Option<String>,
+    /// Answer the handshake as a broker from before `max_batch` was told (0: unknown).
+    pub no_batch_limit: bool,
 }
+
+/// The frame limit the fake tells at the handshake.
+pub const FAKE_MAX_FRAME: u32 = 16 << 20;
+/// The batch limit the fake tells at the handshake, unless [`State::no_batch_limit`].
+pub const FAKE_MAX_BATCH: u32 = 8 << 20;
 
 /// The fake's whole contract: the payload `bad` is not valid.
 pub const BAD: &[u8] = b"bad";
@@ -216,8 +223,12 @@ impl Conn {
             Request::Handshake(_) => Ok(Response::Handshake(HandshakeOk {
                 version: 1,
                 broker: "fake".into(),
-                max_frame: 16 << 20,
-                max_batch: 8 << 20,
+                max_frame: FAKE_MAX_FRAME,
+                max_batch: if state.no_batch_limit {
+                    0
+                } else {
+                    FAKE_MAX_BATCH
+                },
             })),
             Request::Metadata(m) => Ok(Response::Metadata(
                 m.channels.iter().map(|name| self.meta(name)).collect(),

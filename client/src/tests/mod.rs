@@ -262,3 +262,32 @@ async fn enqueued_messages_keep_their_order_across_many_batches_in_flight() {
     }
     assert!(fake.requests(opcode::PUBLISH).len() >= 2000 / 7);
 }
+
+#[tokio::test]
+async fn a_message_too_large_for_any_batch_is_refused_by_the_told_limits() {
+    // The broker's batch limit when it tells one; from an older broker that does not, the frame
+    // limit less room for the request.
+    for (no_batch_limit, max) in [
+        (false, fake::FAKE_MAX_BATCH as usize),
+        (true, fake::FAKE_MAX_FRAME as usize - 1024),
+    ] {
+        let fake = Fake::start(1).await;
+        fake.state.lock().unwrap().no_batch_limit = no_batch_limit;
+        let client = client(&fake).await;
+        let producer = client.producer("q").build().await.unwrap();
+        let huge = Message::new(vec![0u8; fake::FAKE_MAX_FRAME as usize]);
+        match producer.send(huge).await {
+            Err(ClientError::MessageTooLarge { max: told, .. }) => assert_eq!(told, max),
+            other => panic!("{other:?}"),
+        }
+        let published = fake
+            .state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|r| matches!(r, Request::Publish(_)))
+            .count();
+        assert_eq!(published, 0, "nothing was sent");
+    }
+}
