@@ -26,12 +26,8 @@ fn fill(ids: &[[u8; 16]]) -> Duration {
     let start = Instant::now();
     for (b, batch) in ids.chunks(BATCH).enumerate() {
         prepared.clear();
-        prepared.extend(batch.iter().map(|id| window.prepare(*id)));
-        window.expire(now);
-        for (i, p) in prepared.iter().enumerate() {
-            let offset = (b * BATCH + i) as u64;
-            black_box(window.check_and_insert_prepared(*p, offset, now));
-        }
+        prepared.extend((0..).zip(batch).map(|(i, id)| (i, window.prepare(*id))));
+        black_box(window.check_batch(&prepared, (b * BATCH) as u64, now));
     }
     let spent = start.elapsed();
     drop(black_box(window));

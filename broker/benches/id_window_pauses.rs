@@ -29,14 +29,11 @@ fn main() {
     let start = Instant::now();
     for (b, batch) in ids.chunks(BATCH).enumerate() {
         let began = Instant::now();
-        let prepared: Vec<_> = batch.iter().map(|id| window.prepare(*id)).collect();
-        for p in &prepared {
-            window.prefetch(p);
-        }
-        window.expire(now);
-        for (i, p) in prepared.iter().enumerate() {
-            black_box(window.check_and_insert_prepared(*p, (b * BATCH + i) as u64, now));
-        }
+        let prepared: Vec<_> = (0..)
+            .zip(batch)
+            .map(|(i, id)| (i, window.prepare(*id)))
+            .collect();
+        black_box(window.check_batch(&prepared, (b * BATCH) as u64, now));
         batches.push((began.elapsed(), b * BATCH));
     }
     let total = start.elapsed();

@@ -141,6 +141,32 @@ impl IdWindow {
         None
     }
 
+    /// Checks a publish batch's ids, as [`IdWindow::check_and_insert_prepared`] each, in the
+    /// order that makes it fast: every index line asked for first, so the cache misses
+    /// overlap, then the expired entries dropped, then each id checked. `ids` are
+    /// `(record index, id)` in record order; the batch's first record goes at offset `base`,
+    /// and each record after the ones before it that are not duplicates. Returns the
+    /// duplicates as `(record index, offset first stored at)`.
+    pub fn check_batch(
+        &mut self,
+        ids: &[(u32, Prepared)],
+        base: u64,
+        now_ms: i64,
+    ) -> Vec<(u32, u64)> {
+        for (_, id) in ids {
+            self.prefetch(id);
+        }
+        self.expire(now_ms);
+        let mut duplicates = Vec::new();
+        for &(i, id) in ids {
+            let offset = base + u64::from(i) - duplicates.len() as u64;
+            if let Some(first) = self.check_and_insert_prepared(id, offset, now_ms) {
+                duplicates.push((i, first));
+            }
+        }
+        duplicates
+    }
+
     /// Hashes `id` for [`IdWindow::check_and_insert_prepared`], touching no memory.
     pub fn prepare(&self, id: [u8; 16]) -> Prepared {
         Prepared {

@@ -358,3 +358,21 @@ fn check_and_insert_answers_like_lookup_then_insert() {
         "the replaced entry survives expiry"
     );
 }
+
+#[test]
+fn a_batch_is_checked_with_offsets_that_skip_its_duplicates() {
+    let mut w = IdWindow::new(Duration::from_secs(60));
+    let [a, b, c, d] = [[1; 16], [2; 16], [3; 16], [4; 16]];
+    let batch = |w: &IdWindow, ids: &[[u8; 16]]| -> Vec<(u32, Prepared)> {
+        (0..).zip(ids).map(|(i, id)| (i, w.prepare(*id))).collect()
+    };
+    // a b a c: the second a is a duplicate of the first; c is stored right after b.
+    let first = batch(&w, &[a, b, a, c]);
+    assert_eq!(w.check_batch(&first, 10, 1_000), vec![(2, 10)]);
+    assert_eq!(w.lookup(&c, 1_000), Some(12));
+    // c d: c was stored at 12; d takes the batch's first offset, as c is not stored.
+    let second = batch(&w, &[c, d]);
+    assert_eq!(w.check_batch(&second, 13, 1_001), vec![(0, 12)]);
+    assert_eq!(w.lookup(&d, 1_001), Some(13));
+    assert_eq!(w.lookup(&b, 1_001), Some(11));
+}

@@ -187,8 +187,8 @@ impl Partition {
             self.ids.expire(now);
             return (Some(batch), None, Vec::new());
         }
-        // All of the batch's ids are hashed and their index lines asked for before any is
-        // checked, so their cache misses overlap.
+        // Every id of the batch is hashed first; check_batch then asks for all their index
+        // lines before it checks any, so the cache misses overlap.
         let mut ids = std::mem::take(&mut self.batch_ids);
         ids.clear();
         let prepared = batch.record_slices().enumerate();
@@ -196,22 +196,12 @@ impl Partition {
             prepared
                 .filter_map(|(i, r)| peek_dedupe_key(r).map(|id| (i as u32, self.ids.prepare(id)))),
         );
-        for (_, id) in &ids {
-            self.ids.prefetch(id);
-        }
-        self.ids.expire(now);
-        let base = self.log.next_offset();
-        let mut duplicates = Vec::new();
-        for &(i, id) in &ids {
-            // Record `i` is stored after the records before it that are not duplicates.
-            let offset = base + u64::from(i) - duplicates.len() as u64;
-            if let Some(first) = self.ids.check_and_insert_prepared(id, offset, now) {
-                duplicates.push(DuplicateRun {
-                    index: i,
-                    offset: first,
-                });
-            }
-        }
+        let mut duplicates: Vec<DuplicateRun> = self
+            .ids
+            .check_batch(&ids, self.log.next_offset(), now)
+            .into_iter()
+            .map(|(index, offset)| DuplicateRun { index, offset })
+            .collect();
         self.batch_ids = ids;
         if duplicates.is_empty() {
             return (Some(batch), None, duplicates);
