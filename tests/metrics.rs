@@ -400,28 +400,34 @@ async fn gauges_are_set_after_a_restart_without_any_request() {
     stop_metrics.cancel();
 }
 
-/// Every request answered with an error counts in `sluice_protocol_errors_total` by code, not
-/// only the errors that end a connection.
+/// Every request answered with an error counts in `sluice_request_errors_total` by code; only a
+/// frame refused with its connection counts in `sluice_protocol_errors_total` (DESIGN §2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_answered_with_an_error_are_counted_by_code() {
     let (metrics, stop_metrics) = start_endpoint().await;
     let dir = tempfile::tempdir().unwrap();
     let broker = TestBroker::start(dir.path()).await;
     let client = Client::connect(broker.addr.clone()).await.unwrap();
-    let errors = |code: &'static str| async move {
+    // Summed over every series of `metric` (with `code` when given): the recorder is
+    // process-wide, so the assertions below compare before and after, and no other test of
+    // this binary causes these errors.
+    let errors = |metric: &'static str, code: Option<&'static str>| async move {
         let m = Metrics::scrape_for(metrics, CHANNEL).await;
         m.scrape
             .samples
             .iter()
-            .filter(|s| s.metric == "sluice_protocol_errors_total")
-            .filter(|s| s.labels.get("code") == Some(code))
+            .filter(|s| s.metric == metric)
+            .filter(|s| code.is_none_or(|c| s.labels.get("code") == Some(c)))
             .map(|s| match s.value {
                 Value::Counter(v) | Value::Untyped(v) => v as u64,
                 _ => panic!("not a counter"),
             })
             .sum::<u64>()
     };
-    let before = errors("ChannelExists").await;
+    const REQUEST: &str = "sluice_request_errors_total";
+    const PROTOCOL: &str = "sluice_protocol_errors_total";
+    let protocol_before = errors(PROTOCOL, None).await;
+    let before = errors(REQUEST, Some("ChannelExists")).await;
     create_metered_queue(&client, "metered-errors").await;
     for _ in 0..2 {
         let err = client
@@ -434,7 +440,24 @@ async fn requests_answered_with_an_error_are_counted_by_code() {
             .unwrap_err();
         assert_eq!(err.code(), Some(sluice_client::ErrorCode::ChannelExists));
     }
-    assert_eq!(errors("ChannelExists").await, before + 2);
+    assert_eq!(errors(REQUEST, Some("ChannelExists")).await, before + 2);
+    assert_eq!(
+        errors(PROTOCOL, None).await,
+        protocol_before,
+        "no frame was refused"
+    );
+    // A frame that cannot be parsed: refused, its connection closed, counted in both.
+    let requests_before = errors(REQUEST, None).await;
+    let mut raw = TcpStream::connect(broker.addr.clone()).await.unwrap();
+    raw.write_all(&[0xff; 64]).await.unwrap();
+    let mut answer = Vec::new();
+    raw.read_to_end(&mut answer).await.unwrap();
+    assert!(!answer.is_empty(), "an error answer before the close");
+    eventually("the refused frame to be counted", || async {
+        errors(PROTOCOL, None).await == protocol_before + 1
+            && errors(REQUEST, None).await == requests_before + 1
+    })
+    .await;
     broker.stop().await;
     stop_metrics.cancel();
 }

@@ -117,8 +117,12 @@ const COUNTERS: &[(&str, &str)] = &[
         "Connections turned away at the limit.",
     ),
     (
+        "sluice_request_errors_total",
+        "Requests answered with an error, by code (refused frames included).",
+    ),
+    (
         "sluice_protocol_errors_total",
-        "Requests answered with an error, by code.",
+        "Frames refused, closing their connection (unparsable, bad handshake), by code.",
     ),
 ];
 

@@ -218,9 +218,11 @@ impl Connection {
         self.refuse(correlation_id, opcode, body)
     }
 
-    /// Sends an error that ends the connection (the writer counts it, as every error answer).
+    /// Sends an error that ends the connection and counts it as a protocol error (DESIGN §2:
+    /// a frame that cannot be parsed); the writer counts it among the error answers too.
     fn refuse(&mut self, correlation_id: u64, opcode: u16, error: ErrorBody) -> End {
         let code = error.code;
+        metrics::counter!("sluice_protocol_errors_total", "code" => code.name()).increment(1);
         tracing::debug!(session = self.session.id, %code, message = %error.message, "refused");
         self.send(correlation_id, opcode, Err(error));
         End::Refused(code)

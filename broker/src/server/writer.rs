@@ -142,9 +142,10 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                     Err(error) => {
                         // Every error answer of an accepted connection passes here, whoever
                         // gave it: the dispatcher, a partition, or the connection refusing a
-                        // frame. (Connections refused at the limit never get a writer; they
-                        // count in sluice_connections_refused_total.)
-                        metrics::counter!("sluice_protocol_errors_total", "code" => error.code.name())
+                        // frame (which also counts in sluice_protocol_errors_total).
+                        // Connections refused at the limit never get a writer; they count in
+                        // sluice_connections_refused_total.
+                        metrics::counter!("sluice_request_errors_total", "code" => error.code.name())
                             .increment(1);
                         (FLAG_RESPONSE | FLAG_ERROR, error.encode())
                     }
